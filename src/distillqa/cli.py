@@ -1,0 +1,237 @@
+"""The `distillqa` command: parses arguments and calls the stage functions. No logic lives here."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from distillqa.errors import DistillqaError
+
+app = typer.Typer(
+    help="Turn documents into a small, fast, private question-answering model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config file (see examples/config.yaml).")
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a setting, e.g. --set train.epochs=2 (repeatable)."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries; errors only.")]
+RunArg = Annotated[Path, typer.Argument(help="The run folder.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors(created: Path | None = None):
+    """Turn known errors into one line and a non-zero exit; remove a run folder this call created."""
+    try:
+        yield
+    except DistillqaError as e:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _open_run(root: Path, config: Path | None, overrides: list[str] | None, quiet: bool, must_exist: bool = True):
+    from distillqa.run import MANIFEST, Run
+
+    if must_exist and not (root / MANIFEST).exists():
+        raise DistillqaError(f"{root} is not a run folder (no {MANIFEST}): start one with `distillqa ingest PATH... --out {root}`")
+    run = Run(root, quiet=quiet)
+    cfg = run.config(config, overrides)
+    return run, cfg
+
+
+def _stage(name: str, root: Path, config: Path | None, overrides: list[str] | None, quiet: bool, force: bool) -> None:
+    from distillqa.console import print_summary
+    from distillqa.run import STAGE_BY_NAME
+
+    with _errors():
+        run, cfg = _open_run(root, config, overrides, quiet)
+        run.setup_logging()
+        summary = run.run_stage(STAGE_BY_NAME[name], cfg, force=force)
+        if not quiet:
+            print_summary(name, summary)
+
+
+def _start_run(paths: list[str], out: Path, config, overrides, quiet, pdf_password, skip_bad):
+    """Resolve input paths, create the run folder and record inputs. Returns (run, cfg, created)."""
+    from distillqa.ingest import expand_paths
+    from distillqa.run import Run
+
+    extra = list(overrides or [])
+    if pdf_password is not None:
+        extra.append(f"ingest.pdf_password={pdf_password}")
+    if skip_bad:
+        extra.append("ingest.skip_bad=true")
+    files = expand_paths(paths)
+    created = None if out.exists() else out
+    run = Run(out, quiet=quiet)
+    cfg = run.config(config, extra)
+    out.mkdir(parents=True, exist_ok=True)
+    run.save_config(cfg)
+    run.set_inputs(files)
+    run.setup_logging()
+    return run, cfg, created
+
+
+PathsArg = Annotated[list[str], typer.Argument(help="Files, folders (searched recursively) or globs.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder to create or update.")]
+PasswordOpt = Annotated[Optional[str], typer.Option("--pdf-password", help="Password for encrypted PDFs.")]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable files instead of stopping.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if up to date.")]
+
+
+@app.command()
+def ingest(
+    paths: PathsArg,
+    out: OutOpt,
+    pdf_password: PasswordOpt = None,
+    skip_bad: SkipBadOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Read PDF, DOCX, HTML, Markdown and TXT files into RUN/documents.jsonl."""
+    from distillqa.console import print_summary
+    from distillqa.run import STAGE_BY_NAME
+
+    created = None
+    try:
+        with _errors():
+            run, cfg, created = _start_run(paths, out, config, set_, quiet, pdf_password, skip_bad)
+            summary = run.run_stage(STAGE_BY_NAME["ingest"], cfg, force=force)
+    except typer.Exit:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    if not quiet:
+        print_summary("ingest", summary)
+
+
+def _stage_command(name: str, doc: str):
+    def command(run: RunArg, config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False, force: ForceOpt = False) -> None:
+        _stage(name, run, config, set_, quiet, force)
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_stage_command("chunk", "Cut documents into token-aware chunks (RUN/chunks.jsonl).")
+_stage_command("generate", "Have the teacher write question/answer pairs for each chunk (RUN/generations.jsonl).")
+_stage_command("build-dataset", "Ground, filter and split the pairs into SQuAD files (RUN/train.json, RUN/validation.json).")
+_stage_command("train", "Fine-tune the student reader (RUN/student/).")
+_stage_command("index", "Build the BM25 + dense passage index for questions without context (RUN/index/).")
+_stage_command("report", "Write RUN/report.md and RUN/report.json.")
+
+
+@app.command("run")
+def run_all(
+    paths: PathsArg,
+    out: OutOpt,
+    pdf_password: PasswordOpt = None,
+    skip_bad: SkipBadOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    until: Annotated[Optional[str], typer.Option(help="Stop after this stage.")] = None,
+) -> None:
+    """Every stage in order, skipping the ones already done with the same inputs and settings."""
+    from distillqa.console import print_summary
+    from distillqa.run import STAGE_BY_NAME, STAGES
+
+    if until is not None and until not in STAGE_BY_NAME:
+        _fail(f"unknown stage {until!r}: choose from {', '.join(STAGE_BY_NAME)}")
+    created = None
+    try:
+        with _errors():
+            run, cfg, created = _start_run(paths, out, config, set_, quiet, pdf_password, skip_bad)
+            for stage in STAGES:
+                summary = run.run_stage(stage, cfg)
+                created = None  # something real exists now: keep the folder on later failures
+                if not quiet:
+                    print_summary(stage.name, summary)
+                if stage.name == until:
+                    break
+    except typer.Exit:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    if not quiet:
+        from distillqa.console import print_run_done
+
+        print_run_done(out)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A run folder or a model folder.")],
+    data: Annotated[Path, typer.Argument(help="A SQuAD v1.1 JSON file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Score a reader on any SQuAD v1.1 file with the official EM/F1."""
+    import json
+
+    from distillqa.evaluate import evaluate_file
+    from distillqa.reader import resolve_model_dir
+
+    with _errors():
+        scores = evaluate_file(resolve_model_dir(model), data)
+    if as_json:
+        typer.echo(json.dumps(scores))
+    else:
+        typer.echo(f"exact_match {scores['exact_match']:.2f}  f1 {scores['f1']:.2f}  questions {scores['n']}")
+
+
+@app.command()
+def ask(
+    target: Annotated[Path, typer.Argument(help="A run folder, or a model folder when --context is given.")],
+    question: Annotated[str, typer.Argument(help="The question.")],
+    context: Annotated[Optional[str], typer.Option(help="The passage to read (skips retrieval).")] = None,
+    context_file: Annotated[Optional[Path], typer.Option(help="Read the passage from a file.")] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=50, help="Answers to show.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Answer a question from a given passage, or from the run's documents via retrieval."""
+    from distillqa.ask import ask_command
+
+    with _errors():
+        ask_command(target, question, context=context, context_file=context_file, top_k=top_k, as_json=as_json)
+
+
+@app.command()
+def serve(
+    run: RunArg,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the web UI and REST API (POST /ask, GET /health, /docs) for a finished run."""
+    from distillqa.serve import serve as serve_run
+
+    with _errors():
+        serve_run(run, host=host, port=port)
+
+
+def main() -> None:  # pragma: no cover - `python -m distillqa`
+    app(prog_name="distillqa")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Grounding, filters, split and SQuAD export: generated pairs -> a span-grounded dataset."""

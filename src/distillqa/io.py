@@ -1,0 +1,82 @@
+"""Atomic file writing and JSONL helpers shared by every stage.
+
+Stages talk through files, so a reader must never see a half-written file: everything is
+written to a temporary sibling and renamed into place. The one exception is a resumable
+append-only JSONL (generation), whose torn last line is cut off before appending again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temp file beside `path`; rename it over `path` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_open(path) as f:
+        json.dump(data, f, ensure_ascii=False, indent=2)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> int:
+    """Write records atomically, one JSON object per line, flushed line by line. Returns the count."""
+    n = 0
+    with atomic_open(path) as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.flush()
+            n += 1
+    return n
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Read complete lines; a torn last line (a killed writer) is ignored."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            if line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+def repair_jsonl_tail(path: Path) -> None:
+    """Cut a resumable JSONL back to its last complete line, so appends never follow a torn line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    if cut != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+
+
+def append_jsonl(f: IO, record: dict) -> None:
+    """Append one record and push it to disk, so a SIGKILL loses at most the line being written."""
+    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())

@@ -1,0 +1,1 @@
+"""Teacher backends and the generation stage."""
