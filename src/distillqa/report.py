@@ -1,0 +1,138 @@
+"""The run report: what went in, what came out, and what distillation gained, measured.
+
+`report.json` holds the numbers, `report.md` presents them with a training-curve plot. Every
+number is read from files the other stages wrote; nothing is recomputed or estimated here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distillqa.config import Config
+from distillqa.io import atomic_open, read_json, read_jsonl, write_json
+from distillqa.run import (
+    CHUNKS,
+    DATASET_SUMMARY,
+    DOCUMENTS,
+    EVAL,
+    GENERATE_SUMMARY,
+    MANIFEST,
+    REPORT_JSON,
+    REPORT_MD,
+    STUDENT,
+    Run,
+)
+
+CURVE = "training_curve.png"
+
+
+def _dir_size_mb(path: Path) -> float:
+    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6, 1)
+
+
+def collect(run: Run) -> dict:
+    """Gather the report's numbers from the run folder."""
+    manifest = read_json(run.path(MANIFEST))
+    docs = read_jsonl(run.path(DOCUMENTS))
+    student = run.path(STUDENT)
+    card = read_json(student / "training_summary.json") if (student / "training_summary.json").exists() else {}
+    stages = manifest.get("stages", {})
+    return {
+        "documents": [{"doc_id": d["doc_id"], "title": d.get("title"), "pages": len(d["pages"])} for d in docs],
+        "chunks": len(read_jsonl(run.path(CHUNKS))),
+        "generation": read_json(run.path(GENERATE_SUMMARY)),
+        "dataset": read_json(run.path(DATASET_SUMMARY)),
+        "training": {
+            "student": manifest["config"]["train"]["student"] or "all-MiniLM-L6-v2 (bundled)",
+            "seconds": stages.get("train", {}).get("seconds"),
+            **{k: v for k, v in stages.get("train", {}).get("summary", {}).items() if k != "skipped"},
+            **card,
+            "disk_mb": _dir_size_mb(student),
+        },
+        "evaluation": read_json(run.path(EVAL)),
+        "stage_seconds": {name: rec.get("seconds") for name, rec in stages.items()},
+        "teacher": manifest["config"]["teacher"],
+    }
+
+
+def plot_training_curve(log_history: list[dict], out: Path) -> bool:
+    """Plot training loss per step and validation F1 per epoch; False when there is nothing to plot."""
+    losses = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    f1s = [(e["epoch"], e["eval_f1"]) for e in log_history if "eval_f1" in e]
+    if not losses and not f1s:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    if losses:
+        ax[0].plot(*zip(*losses), marker=".")
+    ax[0].set(title="training loss", xlabel="step", ylabel="loss")
+    if f1s:
+        ax[1].plot(*zip(*f1s), marker="o", color="tab:green")
+    ax[1].set(title="validation F1", xlabel="epoch", ylabel="F1")
+    fig.tight_layout()
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _fmt(x: object, digits: int = 1) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, float) else ("-" if x is None else str(x))
+
+
+def render_markdown(r: dict, curve: bool) -> str:
+    ev, ds, gen, tr = r["evaluation"], r["dataset"], r["generation"], r["training"]
+    base, dist = ev.get("baseline") or {}, ev.get("distilled") or {}
+    lines = [
+        "# distillqa run report",
+        "",
+        "## Input",
+        "",
+        "| document | pages |",
+        "|---|---:|",
+        *[f"| {d['title'] or d['doc_id']} | {d['pages']} |" for d in r["documents"]],
+        "",
+        f"Chunks: {r['chunks']}. Teacher: `{gen.get('teacher', r['teacher']['backend'])}`, mode `{gen.get('mode')}`.",
+        "",
+        "## Distilled data",
+        "",
+        f"- pairs proposed: {ds.get('proposed')}, grounded: {ds.get('grounded')}, kept: {ds.get('kept')}",
+        f"- kept per route: {ds.get('kept_per_route')}",
+        f"- dropped by reason: {ds.get('dropped')}",
+        f"- train / validation questions: {ds.get('train_questions')} / {ds.get('validation_questions')}",
+        f"- teacher parse failure rate: {gen.get('parse_failure_rate')}",
+        "",
+        "## Student",
+        "",
+        f"- model: `{tr['student']}`, parameters: {tr.get('parameters')}, on disk: {tr['disk_mb']} MB",
+        f"- training time: {_fmt(tr.get('seconds'))} s",
+        "",
+        "| validation split | EM | F1 |",
+        "|---|---:|---:|",
+        f"| untrained student (baseline) | {_fmt(base.get('exact_match'))} | {_fmt(base.get('f1'))} |",
+        f"| distilled student | {_fmt(dist.get('exact_match'))} | {_fmt(dist.get('f1'))} |",
+        "",
+        f"Questions scored: {ev.get('validation_questions')}. Reader speed: {_fmt(dist.get('ms_per_question'))} ms per question on this machine.",
+        "",
+    ]
+    if curve:
+        lines += ["## Training curve", "", f"![training curve]({CURVE})", ""]
+    lines += ["## Stage timings (s)", "", *[f"- {k}: {_fmt(v)}" for k, v in r["stage_seconds"].items()], ""]
+    return "\n".join(lines)
+
+
+def run_stage(run: Run, cfg: Config) -> dict:
+    report = collect(run)
+    log_path = run.path(STUDENT) / "training_log.json"
+    curve = log_path.exists() and plot_training_curve(read_json(log_path), run.path(CURVE))
+    report["training_curve"] = CURVE if curve else None
+    write_json(run.path(REPORT_JSON), report)
+    with atomic_open(run.path(REPORT_MD)) as f:
+        f.write(render_markdown(report, bool(curve)))
+    dist = report["evaluation"].get("distilled") or {}
+    base = report["evaluation"].get("baseline") or {}
+    return {"baseline_f1": base.get("f1"), "distilled_f1": dist.get("f1"), "report": str(run.path(REPORT_MD))}

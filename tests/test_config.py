@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from distillqa.config import Config, load_config
+from distillqa.errors import DistillqaError
+
+
+def test_defaults_validate():
+    cfg = load_config()
+    assert cfg == Config()
+    assert cfg.teacher.backend == "llamacpp"
+    assert cfg.train.max_length == 384 and cfg.train.doc_stride == 128
+
+
+def test_yaml_and_overrides(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  epochs: 2\nteacher:\n  temperature: 0.0\n")
+    cfg = load_config(f, ["train.learning_rate=3e-5", "generate.mode=qa", "teacher.model=null"])
+    assert cfg.train.epochs == 2
+    assert cfg.train.learning_rate == pytest.approx(3e-5)
+    assert cfg.generate.mode == "qa"
+    assert cfg.teacher.temperature == 0.0 and cfg.teacher.model is None
+
+
+def test_toml(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text('[chunk]\nmax_tokens = 256\n[teacher]\nbackend = "openai"\nbase_url = "http://127.0.0.1:1"\n')
+    cfg = load_config(f)
+    assert cfg.chunk.max_tokens == 256 and cfg.teacher.backend == "openai"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.epochs=-1"], "train.epochs"),
+        (["teacher.backend=gpt"], "teacher.backend"),
+        (["train.nonsense=1"], "train.nonsense"),
+        (["epochs=3"], "section.key=value"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(overrides, message):
+    with pytest.raises(DistillqaError) as e:
+        load_config(None, overrides)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_files(tmp_path: Path):
+    with pytest.raises(DistillqaError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(DistillqaError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_section_hash_only_depends_on_named_sections():
+    a, b = Config(), load_config(None, ["train.epochs=1"])
+    assert a.section_hash("teacher", "generate") == b.section_hash("teacher", "generate")
+    assert a.section_hash("train") != b.section_hash("train")

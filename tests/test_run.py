@@ -1,0 +1,98 @@
+"""The run folder: manifest, fingerprints, skipping finished stages, rerunning changed ones."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distillqa import io
+from distillqa.config import Config, load_config
+from distillqa.errors import DistillqaError
+from distillqa.run import MANIFEST, Run, Stage
+
+CALLS: list[str] = []
+
+
+def _upper(run: Run, cfg: Config) -> dict:
+    """A two-file stage used to exercise the runner: copies a.txt to b.txt, upper-cased."""
+    CALLS.append("upper")
+    text = run.path("a.txt").read_text()
+    with io.atomic_open(run.path("b.txt")) as f:
+        f.write(text.upper() * int(cfg.train.epochs))
+    return {"chars": len(text)}
+
+
+def _fail(run: Run, cfg: Config) -> dict:
+    with io.atomic_open(run.path("c.txt")) as f:
+        f.write("partial")
+        raise DistillqaError("boom")
+
+
+UPPER = Stage("upper", f"{__name__}:_upper", ("train",), ("a.txt",), ("b.txt",))
+FAIL = Stage("fail", f"{__name__}:_fail", (), ("a.txt",), ("c.txt",))
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    CALLS.clear()
+    r = Run(tmp_path / "run", quiet=True)
+    r.root.mkdir()
+    r.path("a.txt").write_text("abc")
+    return r
+
+
+def test_stage_runs_once_then_skips(run: Run):
+    cfg = Config()
+    assert run.run_stage(UPPER, cfg) == {"chars": 3}
+    assert run.path("b.txt").read_text() == "ABC" * 3
+    assert run.run_stage(UPPER, cfg)["skipped"] is True
+    assert CALLS == ["upper"]
+    rec = json.loads(run.path(MANIFEST).read_text())["stages"]["upper"]
+    assert rec["status"] == "done" and rec["summary"] == {"chars": 3} and rec["seconds"] >= 0
+    assert "torch" in json.loads(run.path(MANIFEST).read_text())["packages"]
+
+
+def test_changed_input_or_setting_reruns(run: Run):
+    cfg = Config()
+    run.run_stage(UPPER, cfg)
+    run.path("a.txt").write_text("xyz")
+    run.run_stage(UPPER, cfg)
+    assert run.path("b.txt").read_text() == "XYZ" * 3
+    run.run_stage(UPPER, load_config(None, ["train.epochs=1"]))
+    assert run.path("b.txt").read_text() == "XYZ"
+    # a setting of another section does not rerun it
+    run.run_stage(UPPER, load_config(None, ["train.epochs=1", "teacher.temperature=0.9"]))
+    assert CALLS == ["upper"] * 3
+
+
+def test_deleted_output_reruns(run: Run):
+    cfg = Config()
+    run.run_stage(UPPER, cfg)
+    run.path("b.txt").unlink()
+    run.run_stage(UPPER, cfg)
+    assert CALLS == ["upper", "upper"]
+
+
+def test_failed_stage_leaves_nothing_half_written(run: Run):
+    with pytest.raises(DistillqaError):
+        run.run_stage(FAIL, Config())
+    assert not run.path("c.txt").exists()
+    assert not list(run.root.glob(".c.txt.*"))
+    rec = json.loads(run.path(MANIFEST).read_text())["stages"]["fail"]
+    assert rec["status"] == "failed" and rec["error"] == "boom"
+
+
+def test_missing_input_names_the_stage_to_run(tmp_path: Path):
+    from distillqa.run import STAGE_BY_NAME
+
+    r = Run(tmp_path)
+    with pytest.raises(DistillqaError, match="distillqa ingest"):
+        r.run_stage(STAGE_BY_NAME["chunk"], Config())
+
+
+def test_config_is_saved_and_reused(tmp_path: Path):
+    r = Run(tmp_path)
+    cfg = r.config(None, ["train.epochs=2"])
+    assert cfg.train.epochs == 2
+    again = Run(tmp_path).config(None, ["teacher.seed=5"])
+    assert again.train.epochs == 2 and again.teacher.seed == 5
