@@ -59,3 +59,27 @@ def test_section_hash_only_depends_on_named_sections():
     a, b = Config(), load_config(None, ["train.epochs=1"])
     assert a.section_hash("teacher", "generate") == b.section_hash("teacher", "generate")
     assert a.section_hash("train") != b.section_hash("train")
+
+
+def test_example_config_lists_every_default():
+    """examples/config.yaml documents every setting; it must stay valid and equal to the defaults."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    path = REPO / "examples" / "config.yaml"
+    assert load_config(path) == Config()
+    listed = yaml.safe_load(path.read_text())
+    for name, section in Config().model_dump().items():
+        assert set(listed[name]) == set(section), name
+
+
+def test_chunk_overlap_must_be_smaller_than_chunk():
+    with pytest.raises(DistillqaError, match="overlap_tokens must be smaller"):
+        load_config(None, ["chunk.max_tokens=64", "chunk.overlap_tokens=64"])
+
+
+def test_field_level_hash():
+    a, b = Config(), load_config(None, ["teacher.temperature=0.9"])
+    assert a.section_hash("teacher.model", "teacher.backend") == b.section_hash("teacher.model", "teacher.backend")
+    assert a.section_hash("teacher") != b.section_hash("teacher")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from distillqa.errors import DistillqaError
 
@@ -41,6 +41,12 @@ class ChunkConfig(_Section):
         384, ge=32, description="Chunk size. Small by default: the bundled teacher reads short passages best."
     )
     overlap_tokens: int = Field(64, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_smaller_than_chunk(self) -> "ChunkConfig":
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        return self
 
 
 class TeacherConfig(_Section):
@@ -77,6 +83,14 @@ class GenerateConfig(_Section):
     retries: int = Field(2, ge=0, description="Extra attempts (new seed) when output does not parse.")
     cloze_fallback: bool = Field(True, description="Rule-based cloze-to-question when the teacher fails.")
     max_chunks: int | None = Field(None, ge=1, description="Only the first N chunks (quick trials).")
+    question_max_tokens: int = Field(48, ge=8, description="answer-first mode: token budget for one question.")
+    question_json: bool = Field(
+        False,
+        description='answer-first mode: ask for {"question": ...} under a JSON schema instead of one plain line.',
+    )
+    wave_requests: int | None = Field(
+        None, ge=1, description="Requests handed to the teacher at once. None = 2 x max(teacher.batch_size, teacher.concurrency)."
+    )
 
 
 class DatasetConfig(_Section):
@@ -85,6 +99,9 @@ class DatasetConfig(_Section):
     min_question_words: int = Field(3, ge=1)
     max_question_words: int = Field(40, ge=1)
     near_duplicate_threshold: float = Field(92.0, ge=0, le=100)
+    copied_span_words: int = Field(
+        8, ge=3, description="Drop a question copying this many consecutive passage words from outside the answer's sentence."
+    )
     context_chars: int = Field(
         1000, ge=100, description="Training passage around an answer; ~250 tokens fits a 384 window."
     )
@@ -109,8 +126,12 @@ class RetrievalConfig(_Section):
     passage_tokens: int = Field(200, ge=32, description="Passage size for the index (reader-sized).")
     passage_overlap_tokens: int = Field(50, ge=0)
     embedder: str | None = Field(None, description="sentence-transformers model. None = bundled MiniLM.")
-    top_k: int = Field(5, ge=1, le=50)
-    rrf_k: int = 60
+    top_k: int = Field(5, ge=1, le=50, description="Fewest retrieved passages the reader reads per question.")
+    passages_per_answer: int = Field(
+        3, ge=1, le=10, description="`ask --top-k K` reads max(top_k, K × this) retrieved passages."
+    )
+    candidates: int = Field(100, ge=1, description="How deep the BM25 and dense rankings go into the fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: score = sum of 1/(rrf_k + rank).")
 
 
 class Config(_Section):
@@ -123,10 +144,15 @@ class Config(_Section):
     retrieval: RetrievalConfig = RetrievalConfig()
 
     def section_hash(self, *names: str) -> str:
-        """A stable digest of the named sections: the part of the config a stage depends on."""
+        """A stable digest of the named sections ("train") or fields ("teacher.model"): the part
+        of the config a stage depends on."""
         import hashlib
 
-        data = {n: getattr(self, n).model_dump(mode="json") for n in names}
+        data = {}
+        for name in names:
+            section, _, field = name.partition(".")
+            dumped = getattr(self, section).model_dump(mode="json")
+            data[name] = dumped[field] if field else dumped
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

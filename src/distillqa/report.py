@@ -35,7 +35,6 @@ def collect(run: Run) -> dict:
     manifest = read_json(run.path(MANIFEST))
     docs = read_jsonl(run.path(DOCUMENTS))
     student = run.path(STUDENT)
-    card = read_json(student / "training_summary.json") if (student / "training_summary.json").exists() else {}
     stages = manifest.get("stages", {})
     return {
         "documents": [{"doc_id": d["doc_id"], "title": d.get("title"), "pages": len(d["pages"])} for d in docs],
@@ -46,7 +45,6 @@ def collect(run: Run) -> dict:
             "student": manifest["config"]["train"]["student"] or "all-MiniLM-L6-v2 (bundled)",
             "seconds": stages.get("train", {}).get("seconds"),
             **{k: v for k, v in stages.get("train", {}).get("summary", {}).items() if k != "skipped"},
-            **card,
             "disk_mb": _dir_size_mb(student),
         },
         "evaluation": read_json(run.path(EVAL)),
@@ -55,10 +53,13 @@ def collect(run: Run) -> dict:
     }
 
 
-def plot_training_curve(log_history: list[dict], out: Path) -> bool:
-    """Plot training loss per step and validation F1 per epoch; False when there is nothing to plot."""
-    losses = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
-    f1s = [(e["epoch"], e["eval_f1"]) for e in log_history if "eval_f1" in e]
+def plot_training_curve(training_log: dict, out: Path) -> bool:
+    """Plot training loss per step and validation F1 per epoch (student/training_log.json).
+
+    Returns False when there is nothing to plot.
+    """
+    losses = [(e["step"], e["loss"]) for e in training_log.get("train", [])]
+    f1s = [(e["epoch"], e["f1"]) for e in training_log.get("eval", [])]
     if not losses and not f1s:
         return False
     import matplotlib
@@ -100,10 +101,11 @@ def render_markdown(r: dict, curve: bool) -> str:
         "",
         "## Distilled data",
         "",
-        f"- pairs proposed: {ds.get('proposed')}, grounded: {ds.get('grounded')}, kept: {ds.get('kept')}",
-        f"- kept per route: {ds.get('kept_per_route')}",
-        f"- dropped by reason: {ds.get('dropped')}",
-        f"- train / validation questions: {ds.get('train_questions')} / {ds.get('validation_questions')}",
+        f"- pairs proposed: {ds['pairs_proposed']}, grounded (by match): {ds['grounded']}, kept: {ds['kept']}",
+        f"- kept per route: {ds['kept_per_route']}",
+        f"- dropped by reason: {ds['dropped']}",
+        f"- train / validation questions: {ds['train']['questions']} / {ds['validation']['questions']}"
+        f" (split by chunk: {ds['train']['chunks']} / {ds['validation']['chunks']} chunks)",
         f"- teacher parse failure rate: {gen.get('parse_failure_rate')}",
         "",
         "## Student",

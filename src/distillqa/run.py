@@ -67,7 +67,13 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", "distillqa.ingest:run_stage", ("ingest",), (), (DOCUMENTS,)),
-    Stage("chunk", "distillqa.chunking:run_stage", ("chunk", "teacher"), (DOCUMENTS,), (CHUNKS,)),
+    Stage(
+        "chunk",
+        "distillqa.chunking:run_stage",
+        ("chunk", "teacher.backend", "teacher.model"),  # the teacher's tokenizer sizes chunks
+        (DOCUMENTS,),
+        (CHUNKS,),
+    ),
     Stage(
         "generate",
         "distillqa.teacher.generate:run_stage",
@@ -171,6 +177,13 @@ class Run:
             handler = logging.FileHandler(target, encoding="utf-8")
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logger.addHandler(handler)
+        # Warnings (skipped files, pages without text) also go to the terminal unless --quiet.
+        if not self.quiet and not any(getattr(h, "_distillqa_console", False) for h in logger.handlers):
+            console = logging.StreamHandler()
+            console.setLevel(logging.WARNING)
+            console.setFormatter(logging.Formatter("warning: %(message)s"))
+            console._distillqa_console = True  # type: ignore[attr-defined]
+            logger.addHandler(console)
 
     # -- inputs ----------------------------------------------------------------------------
     def set_inputs(self, files: list[Path]) -> None:

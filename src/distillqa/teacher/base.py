@@ -38,6 +38,12 @@ class Teacher(Protocol):
     def close(self) -> None: ...
 
 
+def error_line(exc: BaseException) -> str:
+    """An exception as one short line, for `GenerationResult.error` and `DistillqaError` messages."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
 def load_teacher(cfg: TeacherConfig) -> Teacher:
     """Build the configured backend. Imports are lazy so a backend's heavy deps load only when used."""
     if cfg.backend == "llamacpp":

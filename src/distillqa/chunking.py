@@ -1,0 +1,360 @@
+"""The chunk stage: documents -> RUN/chunks.jsonl, passages sized in the teacher's own tokens.
+
+A chunk is what the teacher reads in one prompt, so its size is counted with the teacher's
+tokenizer (the GGUF's vocabulary for llama.cpp, the Hugging Face tokenizer otherwise). The
+default of 384 tokens with 64 of overlap suits the bundled SmolLM2-135M teacher (2048-token
+context, and small models answer best about short passages); the seed notebook used 2000/500
+for Gemma-2, which is a fine choice for a large teacher (`--set chunk.max_tokens=2000`).
+
+Cuts fall at paragraph ends where possible, else at sentence ends, else between words (a
+sentence longer than a chunk), else inside a word (a run of text without spaces). Consecutive
+chunks share about `overlap_tokens` of whole sentences, so a fact cut at a chunk's edge is
+whole in the next one. Every chunk is an exact slice of its document's text, and together the
+chunks cover every non-space character of it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import bisect
+import functools
+import logging
+import os
+import re
+import statistics
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from distillqa.config import Config
+from distillqa.console import track
+from distillqa.errors import DistillqaError
+from distillqa.io import read_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from distillqa.run import Run
+
+log = logging.getLogger("distillqa")
+
+TokenCounter = Callable[[str], int]
+
+# --- sentences -----------------------------------------------------------------------------
+
+# A period after these is not a sentence end even before a capital ("Dr. Watson", "et al. (2019)").
+# Only words usually followed by a name need listing: a lowercase next word never starts a
+# sentence ("50 ft. tall"), and "Inc."/"etc." end sentences at least as often as not.
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st mt rev gen col lt sgt capt cmdr adm gov sen rep hon pres vs viz cf al dept univ".split()
+)
+# ... and after these only before a number ("No. 5", "Fig. 3", "Jan. 12", "ca. 1500").
+_BEFORE_NUMBER = frozenset(
+    "no nos p pp vol vols fig figs eq eqs ch sec art approx ca "
+    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_NEXT_CHAR = re.compile(r"\s*(\S)")
+_DOTTED = re.compile(r"(?:[^\W\d_]{1,3}\.)+[^\W\d_]{1,3}")  # U.S, e.g, i.e, Ph.D, a.m
+_SPACE_RUNS = re.compile(r"\S+")
+_FULL_STOP = re.compile(r"[.!?…:;][\"'”’)\]]*$")
+_HEADING_TOKENS = 24
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence, trimmed of whitespace, in order; they cover every
+    non-space character of `text`. Paragraph breaks (blank lines) always end a sentence.
+
+    A period ends a sentence only if whitespace and then a non-lowercase character follow and
+    the word before it is not an abbreviation ("Dr.", "Gen."), a dotted abbreviation ("U.S.",
+    "e.g."), an initial ("J. R. R. Tolkien") or "No."/"p." before a number. Decimals ("3.5")
+    never split: no space follows their dot.
+    """
+    spans: list[tuple[int, int]] = []
+    block_start = 0
+    for block_end in [m.start() for m in _PARAGRAPH_BREAK.finditer(text)] + [len(text)]:
+        start = block_start
+        for m in _SENTENCE_END.finditer(text, block_start, block_end):
+            nxt = _next_char(text, m.end(), block_end)
+            if nxt and _ends_sentence(text, m, nxt):
+                _add_span(text, start, m.end(), spans)
+                start = m.end()
+        _add_span(text, start, block_end, spans)
+        block_start = block_end
+    return spans
+
+
+def _next_char(text: str, pos: int, limit: int) -> str:
+    m = _NEXT_CHAR.match(text, pos, limit)
+    return m.group(1) if m else ""
+
+
+def _ends_sentence(text: str, m: re.Match, nxt: str) -> bool:
+    """Whether the punctuation matched by `m`, followed by the character `nxt`, ends a sentence."""
+    if nxt.islower() or nxt in ",;:":  # "approx. five", "e.g., rocks"
+        return False
+    if not m.group().startswith("."):
+        return True
+    before = text[max(0, m.start() - 40) : m.start()]
+    token = before.split()[-1].lstrip("\"'“‘([") if before and not before[-1].isspace() else ""
+    if _DOTTED.fullmatch(token) or (len(token) == 1 and token.isupper()) or token.lower() in _ABBREVIATIONS:
+        return False
+    return not (token.lower() in _BEFORE_NUMBER and nxt.isdigit())
+
+
+def _add_span(text: str, start: int, end: int, spans: list[tuple[int, int]]) -> None:
+    piece = text[start:end]
+    stripped = piece.strip()
+    if stripped:
+        s = start + piece.index(stripped[0])
+        spans.append((s, s + len(stripped)))
+
+
+# --- token counters ------------------------------------------------------------------------
+
+
+def load_token_counter(cfg: Config) -> TokenCounter:
+    """Count tokens as the teacher will (see the module doc); `chunk.tokenizer` may override it."""
+    name = cfg.chunk.tokenizer
+    if name != "teacher":
+        return _gguf_counter(Path(name)) if name.lower().endswith(".gguf") else _hf_counter(name)
+    backend, model = cfg.teacher.backend, cfg.teacher.model
+    if model is None and backend != "openai":  # the bundled SmolLM2 (its GGUF holds the tokenizer)
+        from distillqa.models import bundled_teacher_gguf
+
+        return _gguf_counter(bundled_teacher_gguf())
+    if backend == "llamacpp":
+        return _gguf_counter(Path(model))  # type: ignore[arg-type]
+    if backend == "transformers":
+        return _hf_counter(model)  # type: ignore[arg-type]
+    try:  # openai: a served model; its tokenizer may or may not be on this machine
+        return _hf_counter(model, local_only=True) if model else _approximate()
+    except DistillqaError:
+        return _approximate()
+
+
+def _approximate() -> TokenCounter:
+    log.warning("chunk: no local tokenizer for the served teacher model: counting tokens as characters/4")
+    return lambda text: (len(text) + 3) // 4
+
+
+def _gguf_counter(path: Path) -> TokenCounter:
+    llm = _gguf_vocab(str(path))
+    return lambda text: len(llm.tokenize(text.encode("utf-8"), add_bos=False))
+
+
+@functools.cache
+def _gguf_vocab(path: str):  # -> llama_cpp.Llama (an optional dependency)
+    """Load only the vocabulary of a GGUF (fast, no weights); once per file and process."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise DistillqaError(
+            "llama-cpp-python is not installed: `pip install 'distillqa[llama]'`, or set chunk.tokenizer to a Hugging Face tokenizer"
+        ) from None
+    if not Path(path).is_file():
+        raise DistillqaError(f"{path}: GGUF file not found: check teacher.model or chunk.tokenizer")
+    try:
+        with _stderr_silenced():
+            llm = Llama(model_path=path, vocab_only=True, verbose=False)
+    except ValueError as e:
+        raise DistillqaError(f"{path}: cannot load the GGUF vocabulary ({e}): is it a complete GGUF file?") from None
+    atexit.register(llm.close)  # closing at interpreter teardown fails inside llama_cpp
+    return llm
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """llama.cpp writes a context-size warning to file descriptor 2 even with verbose=False."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _hf_counter(name: str, local_only: bool = False) -> TokenCounter:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+    except Exception as e:  # hub, file and format errors all mean the same thing here
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise DistillqaError(f"cannot load tokenizer {name!r} for chunking ({reason}): set chunk.tokenizer to a tokenizer folder, HF id or .gguf") from None
+    tokenizer.model_max_length = 1 << 62  # we count whole documents; no "sequence too long" warnings
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
+# --- chunking ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A sentence, or a piece of one too long for a chunk: the smallest thing a chunk holds."""
+
+    start: int
+    end: int
+    tokens: int
+    opens_paragraph: bool
+    heading: bool = False  # a short paragraph of its own without a full stop: keep it with what follows
+
+
+def chunk_document(doc: dict, count_tokens: TokenCounter, max_tokens: int, overlap_tokens: int) -> list[dict]:
+    """Cut one document into chunks.jsonl records (see docs/design.md and the module doc)."""
+    if overlap_tokens >= max_tokens:
+        raise DistillqaError(f"chunk.overlap_tokens ({overlap_tokens}) must be smaller than chunk.max_tokens ({max_tokens})")
+    text = doc["text"]
+    units = _units(text, count_tokens, max_tokens)
+    page_starts = [p["start"] for p in doc["pages"]]
+    chunks: list[dict] = []
+    carried: list[int] = []  # indices of units repeated from the previous chunk
+    first_new = 0
+    while first_new < len(units):
+        members = _fill(units, carried, first_new, max_tokens)
+        n_tokens = count_tokens(text[units[members[0]].start : units[members[-1]].end])
+        while n_tokens > max_tokens and len(members) > 1:  # the parts' counts need not add up exactly
+            # give up new sentences before the overlap, but never the last new one
+            members = members[:-1] if members[-2] >= first_new else members[1:]
+            n_tokens = count_tokens(text[units[members[0]].start : units[members[-1]].end])
+        start, end = units[members[0]].start, units[members[-1]].end
+        chunks.append(
+            {
+                "chunk_id": f"{doc['doc_id']}-{len(chunks):04d}",
+                "doc_id": doc["doc_id"],
+                "index": len(chunks),
+                "start": start,
+                "end": end,
+                "text": text[start:end],
+                "page_start": _page_at(doc["pages"], page_starts, start),
+                "page_end": _page_at(doc["pages"], page_starts, end - 1),
+                "n_tokens": n_tokens,
+            }
+        )
+        first_new = members[-1] + 1
+        carried = _overlap(units, members, overlap_tokens)
+    return chunks
+
+
+def _page_at(pages: list[dict], starts: list[int], pos: int) -> int:
+    """The number of the page holding character `pos` (a separator counts with the page before)."""
+    return pages[max(bisect.bisect_right(starts, pos) - 1, 0)]["number"]
+
+
+def _fill(units: list[_Unit], carried: list[int], first_new: int, max_tokens: int) -> list[int]:
+    """The units of the next chunk: the carried overlap, then new units while they fit,
+    ending at a paragraph end if one falls in the second half of the chunk."""
+    members = list(carried)
+    total = sum(units[i].tokens for i in members)
+    if total + units[first_new].tokens > max_tokens:
+        members, total = [], 0  # the overlap must never stop the chunk from moving on
+    end = first_new
+    while end < len(units) and (end == first_new or total + units[end].tokens <= max_tokens):
+        total += units[end].tokens
+        end += 1
+    if end < len(units) and not _good_cut(units, end):
+        size = total
+        for i in range(end - 1, first_new, -1):
+            size -= units[i].tokens
+            if _good_cut(units, i) and size >= max_tokens // 2:
+                end = i
+                break
+        else:
+            if units[end - 1].heading and end - 1 > first_new:
+                end -= 1  # no paragraph end to cut at, but at least do not end on a heading
+    return members + list(range(first_new, end))
+
+
+def _good_cut(units: list[_Unit], i: int) -> bool:
+    """Cutting before unit `i` ends a paragraph and leaves no heading behind."""
+    return units[i].opens_paragraph and not units[i - 1].heading
+
+
+def _overlap(units: list[_Unit], members: list[int], overlap_tokens: int) -> list[int]:
+    """The last whole units of a chunk adding up to about `overlap_tokens` (never the whole chunk).
+
+    Whole sentences rarely add up exactly: take them while they fit, or the last one alone if
+    it is at most twice the target, so long sentences still overlap.
+    """
+    carried: list[int] = []
+    total = 0
+    for i in reversed(members[1:]):
+        if total + units[i].tokens > overlap_tokens:
+            break
+        carried.insert(0, i)
+        total += units[i].tokens
+    if not carried and overlap_tokens > 0 and len(members) > 1 and units[members[-1]].tokens <= 2 * overlap_tokens:
+        carried = [members[-1]]
+    return carried
+
+
+def _units(text: str, count_tokens: TokenCounter, max_tokens: int) -> list[_Unit]:
+    spans = sentence_spans(text)
+    opens = [i == 0 or "\n" in text[spans[i - 1][1] : start] for i, (start, _) in enumerate(spans)]
+    units: list[_Unit] = []
+    for i, (start, end) in enumerate(spans):
+        tokens = count_tokens(text[start:end])
+        if tokens <= max_tokens:
+            alone = opens[i] and (i + 1 == len(spans) or opens[i + 1])
+            heading = alone and tokens <= _HEADING_TOKENS and not _FULL_STOP.search(text, start, end)
+            units.append(_Unit(start, end, tokens, opens[i], heading))
+            continue
+        for j, (s, e, n) in enumerate(_split_long(text, start, end, count_tokens, max_tokens)):
+            units.append(_Unit(s, e, n, opens[i] and j == 0))
+    return units
+
+
+def _split_long(text: str, start: int, end: int, count_tokens: TokenCounter, max_tokens: int) -> list[tuple[int, int, int]]:
+    """Pieces (start, end, tokens) of a sentence longer than a chunk: as many whole words as fit,
+    and a single word longer than a chunk cut after as many characters as fit."""
+    words = [(m.start(), m.end()) for m in _SPACE_RUNS.finditer(text, start, end)]
+    pieces: list[tuple[int, int, int]] = []
+    i = 0
+    while i < len(words):
+        begin = words[i][0]
+
+        def fits(stop: int) -> bool:
+            return count_tokens(text[begin:stop]) <= max_tokens
+
+        if fits(words[i][1]):
+            n_words = _longest(lambda k: fits(words[i + k - 1][1]), 1, len(words) - i)
+            stop, i = words[i + n_words - 1][1], i + n_words
+        else:
+            stop = _longest(lambda k: fits(begin + k), 1, words[i][1] - begin) + begin
+            words[i] = (stop, words[i][1])
+        pieces.append((begin, stop, count_tokens(text[begin:stop])))
+    return pieces
+
+
+def _longest(fits: Callable[[int], bool], lo: int, hi: int) -> int:
+    """The largest k in [lo, hi] with fits(k), given fits(lo) and that fits only turns false as k
+    grows: gallop (1, 2, 4, ... steps) then bisect, so the cost depends on the answer, not on hi."""
+    step = 1
+    while lo + step <= hi and fits(lo + step):
+        lo, step = lo + step, step * 2
+    hi = min(hi, lo + step - 1)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def run_stage(run: Run, cfg: Config) -> dict:
+    from distillqa.run import CHUNKS, DOCUMENTS
+
+    documents = read_jsonl(run.path(DOCUMENTS))
+    count_tokens = load_token_counter(cfg)
+    chunks: list[dict] = []
+    for doc in track(documents, len(documents), "chunk", run.quiet):
+        chunks.extend(chunk_document(doc, count_tokens, cfg.chunk.max_tokens, cfg.chunk.overlap_tokens))
+    write_jsonl(run.path(CHUNKS), chunks)
+    sizes = [c["n_tokens"] for c in chunks]
+    return {
+        "documents": len(documents),
+        "chunks": len(chunks),
+        "tokens_mean": round(statistics.fmean(sizes), 1) if sizes else 0,
+        "tokens_max": max(sizes, default=0),
+    }
