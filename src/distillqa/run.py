@@ -15,6 +15,7 @@ import importlib.metadata
 import logging
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,26 @@ REPORT_JSON = "report.json"
 INDEX = "index"
 
 _PACKAGES = ("torch", "transformers", "llama_cpp_python", "sentence-transformers", "pypdfium2", "bm25s")
+
+
+class _StderrWarnings(logging.StreamHandler):
+    """Prints WARNING records as `warning: ...` to whatever sys.stderr is at the time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("warning: %(message)s"))
+        self.addFilter(lambda record: record.levelno == logging.WARNING)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; sys.stderr is used instead
+        pass
+
+
+_CONSOLE_WARNINGS = _StderrWarnings()
 
 
 @dataclass(frozen=True)
@@ -177,13 +198,11 @@ class Run:
             handler = logging.FileHandler(target, encoding="utf-8")
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logger.addHandler(handler)
-        # Warnings (skipped files, pages without text) also go to the terminal unless --quiet.
-        if not self.quiet and not any(getattr(h, "_distillqa_console", False) for h in logger.handlers):
-            console = logging.StreamHandler()
-            console.setLevel(logging.WARNING)
-            console.setFormatter(logging.Formatter("warning: %(message)s"))
-            console._distillqa_console = True  # type: ignore[attr-defined]
-            logger.addHandler(console)
+        # Warnings (skipped files, pages without text) also go to the terminal unless --quiet;
+        # errors are not: the CLI prints those itself, as one line.
+        if _CONSOLE_WARNINGS not in logger.handlers:
+            logger.addHandler(_CONSOLE_WARNINGS)
+        _CONSOLE_WARNINGS.setLevel(logging.CRITICAL + 1 if self.quiet else logging.WARNING)
 
     # -- inputs ----------------------------------------------------------------------------
     def set_inputs(self, files: list[Path]) -> None:
