@@ -133,6 +133,12 @@ class RetrievalConfig(_Section):
     candidates: int = Field(100, ge=1, description="How deep the BM25 and dense rankings go into the fusion.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: score = sum of 1/(rrf_k + rank).")
 
+    @model_validator(mode="after")
+    def _overlap_smaller_than_passage(self) -> "RetrievalConfig":
+        if self.passage_overlap_tokens >= self.passage_tokens:
+            raise ValueError("passage_overlap_tokens must be smaller than passage_tokens")
+        return self
+
 
 class Config(_Section):
     ingest: IngestConfig = IngestConfig()

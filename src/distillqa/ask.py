@@ -1,0 +1,249 @@
+"""Asking questions: of a run's documents (retrieve, then read) or of one given passage.
+
+Without a context, the question goes to the run's passage index, the student reads the best
+`max(retrieval.top_k, passages_per_answer × top_k)` passages in one batch, and the answers are
+ranked by
+
+    score = reader probability × (passage's fused retrieval score / best fused score).
+
+The reader's probability is normalised within one passage, so on its own it cannot say which
+passage holds the answer (a random passage still has a "best" span); the retrieval factor, 1
+for the top passage and smaller below it, breaks those ties in favour of passages both
+retrievers liked. It is a product of two numbers in [0, 1], so it stays readable as a score.
+Identical answers (ignoring case, punctuation and spacing) from several passages, and answers
+overlapping a better one in the same document, are shown once, with their best score.
+
+Every answer is a dict `{"answer", "score", "document", "page", "passage", "start", "end"}`,
+where `passage[start:end] == answer`; the CLI's `--json` and the server's `POST /ask` return
+`{"answers": [...]}` of exactly these.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from distillqa.errors import DistillqaError
+from distillqa.retrieval import META, Hit, PassageIndex
+from distillqa.run import INDEX
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from distillqa.reader import Reader
+
+SNIPPET_CHARS = 300  # passage shown on each side of an answer in the terminal
+
+
+class Span(Protocol):
+    """What the reader returns for one answer (`distillqa.reader.Answer`)."""
+
+    text: str
+    score: float
+    start: int
+    end: int
+
+
+def check_question(question: str) -> str:
+    question = question.strip()
+    if not question:
+        raise DistillqaError("the question is empty: ask something, e.g. distillqa ask RUN \"Who built the harbour light?\"")
+    return question
+
+
+def _answer_key(text: str) -> str:
+    """Answers that differ only in case, punctuation or spacing are the same answer."""
+    return " ".join(re.findall(r"\w+", text.lower())) or text.strip()
+
+
+def _record(span: Span, score: float, document: str | None, page: int | None, passage: str) -> dict:
+    return {
+        "answer": span.text,
+        "score": round(float(score), 4),
+        "document": document,
+        "page": page,
+        "passage": passage,
+        "start": span.start,
+        "end": span.end,
+    }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An answer record before ranking, with where its span lies in its source text."""
+
+    score: float
+    record: dict
+    source: str  # doc_id, or "" for a given context
+    start: int  # character offsets in that source's text
+    end: int
+
+
+def dedupe(candidates: list[Candidate], top_k: int) -> list[dict]:
+    """The `top_k` best distinct answers, best first. An answer is dropped when a better one has
+    the same text (ignoring case, punctuation and spacing) or overlaps it in the same text: a
+    reader proposes "Margaret Hale" and "engineer Margaret Hale" as two answers, but they are one."""
+    texts: set[str] = set()
+    kept: list[Candidate] = []
+    for c in sorted(candidates, key=lambda c: -c.score):
+        key = _answer_key(c.record["answer"])
+        if not c.record["answer"].strip() or key in texts:
+            continue
+        if any(k.source == c.source and k.start < c.end and c.start < k.end for k in kept):
+            continue
+        texts.add(key)
+        kept.append(c)
+        if len(kept) == top_k:
+            break
+    return [c.record for c in kept]
+
+
+def rank_answers(
+    hits: Sequence[Hit],
+    spans: Sequence[Sequence[Span]],
+    top_k: int,
+    page_of: Callable[[str, int], int | None],
+) -> list[dict]:
+    """Combine retrieval and reader scores (see the module docstring) and dedupe.
+
+    `spans[i]` are the reader's answers for `hits[i].passage`; `page_of(doc_id, offset)` gives the
+    page of the answer itself, which can be later than the page its passage starts on.
+    """
+    if not hits:
+        return []
+    best = max(h.score for h in hits)
+    candidates = []
+    for hit, found in zip(hits, spans):
+        weight = hit.score / best if best > 0 else 1.0
+        passage = hit.passage
+        for span in found:
+            score = span.score * weight
+            start, end = passage.start + span.start, passage.start + span.end  # in the document's text
+            record = _record(span, score, passage.document, page_of(passage.doc_id, start), passage.text)
+            candidates.append(Candidate(score, record, passage.doc_id, start, end))
+    return dedupe(candidates, top_k)
+
+
+class Asker:
+    """A run's passage index and student reader, loaded once, answering questions."""
+
+    def __init__(self, run_dir: Path, device: str | None = None):
+        from distillqa.reader import Reader, resolve_model_dir
+
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise DistillqaError(f"{self.run_dir}: no such run folder")
+        index_dir = self.run_dir / INDEX
+        if not (index_dir / META).is_file():
+            raise DistillqaError(f"{index_dir}: no passage index: run `distillqa index {self.run_dir}` first")
+        self.model_dir = resolve_model_dir(self.run_dir)
+        self.index = PassageIndex.load(index_dir)
+        self.reader: Reader = Reader.load(self.model_dir, device=device)
+        # One question at a time: HF tokenizers raise "Already borrowed" when two threads share one.
+        self._lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.run_dir.name}/{self.model_dir.name}"
+
+    def warm_up(self) -> None:
+        """Load the embedder and run both models once, so the first real question is not slow."""
+        self.ask("warm up", top_k=1)
+
+    def ask(self, question: str, top_k: int = 3) -> list[dict]:
+        """The `top_k` best distinct answers from the run's documents, best first."""
+        question = check_question(question)
+        cfg = self.index.cfg
+        n_passages = max(cfg.top_k, cfg.passages_per_answer * top_k)
+        with self._lock:
+            hits = self.index.search(question, n_passages)
+            spans = self.reader.answer([question] * len(hits), [h.passage.text for h in hits], top_k=top_k)
+        return rank_answers(hits, spans, top_k, self.index.page_of)
+
+
+def read_context(target: Path, question: str, context: str, top_k: int = 3) -> list[dict]:
+    """Answers found in one given passage by the model in `target` (a run or model folder)."""
+    from distillqa.reader import Reader
+
+    question = check_question(question)
+    if not context.strip():
+        raise DistillqaError("the context is empty: give a passage with --context or --context-file")
+    reader = Reader.load(target)
+    spans = reader.answer([question], [context], top_k=top_k)[0]
+    return dedupe([Candidate(s.score, _record(s, s.score, None, None, context), "", s.start, s.end) for s in spans], top_k)
+
+
+def _read_context_file(path: Path) -> str:
+    if not path.is_file():
+        raise DistillqaError(f"{path}: context file not found")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DistillqaError(f"{path}: the context file is not UTF-8 text") from None
+
+
+def ask_command(
+    target: Path,
+    question: str,
+    context: str | None = None,
+    context_file: Path | None = None,
+    top_k: int = 3,
+    as_json: bool = False,
+) -> None:
+    """`distillqa ask`: answer from a given passage, or from the run's documents via the index."""
+    question = check_question(question)
+    if context is not None and context_file is not None:
+        raise DistillqaError("give the passage with --context or --context-file, not both")
+    if context_file is not None:
+        context = _read_context_file(context_file)
+    if context is not None:
+        answers = read_context(target, question, context, top_k)
+    else:
+        answers = Asker(target).ask(question, top_k)
+    if as_json:
+        print(json.dumps({"answers": answers}, ensure_ascii=False))
+    else:
+        print_answers(answers)
+
+
+def print_answers(answers: list[dict]) -> None:
+    """Answers with score, citation and the passage around the answer, highlighted (stdout)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    if not answers:
+        console.print("No answer found.")
+        return
+    for n, a in enumerate(answers, start=1):
+        head = Text.assemble((f"{n}. ", "bold"), (a["answer"], "bold green"), f"  score {a['score']:.3f}")
+        if a["document"] is not None:
+            where = a["document"] + (f", page {a['page']}" if a["page"] is not None else "")
+            head.append(f"  {where}", style="cyan")
+        console.print(head)
+        console.print(_snippet(a["passage"], a["start"], a["end"]))
+        console.print()
+
+
+def _snippet(passage: str, start: int, end: int) -> Text:
+    """The passage around [start, end) with the answer highlighted; long sides are cut at a space."""
+    from rich.text import Text
+
+    left = max(0, start - SNIPPET_CHARS)
+    right = min(len(passage), end + SNIPPET_CHARS)
+    if left > 0:
+        left = passage.find(" ", left, start) + 1 or left
+    if right < len(passage):
+        cut = passage.rfind(" ", end, right)
+        right = cut if cut > 0 else right
+    text = Text("   " + ("…" if left > 0 else ""), style="dim")
+    text.append(passage[left:start], style="default")
+    text.append(passage[start:end], style="bold black on yellow")
+    text.append(passage[end:right], style="default")
+    text.append("…" if right < len(passage) else "", style="dim")
+    return text

@@ -1,0 +1,440 @@
+"""The passage index that lets `ask` and `serve` answer questions without a given context.
+
+Documents are cut into reader-sized passages (whole sentences, ~`passage_tokens` tokens, with
+overlap), and each passage is indexed twice: BM25 over lower-cased words without stopwords
+(good at rare terms, names and numbers) and a normalised sentence-transformers embedding (good
+at paraphrases). A query runs both and merges the two rankings by reciprocal rank fusion
+(score = sum of 1 / (rrf_k + rank)), which needs no score calibration between the two.
+
+Passage sizes are counted with the embedder's own tokenizer, not words: the embedder truncates
+its input (256 word pieces for MiniLM), so counting its tokens guarantees a 200-token passage is
+embedded whole, and with the default student (the same MiniLM vocabulary) the count is exactly
+what the reader sees. English averages ~1.3 word pieces per word, so a word count would overshoot.
+
+On disk (`RUN/index/`): `meta.json` (format, embedder, config), `passages.jsonl`,
+`documents.json` (titles and page offsets, for citing an answer's page), `embeddings.npy`
+(float32, one normalised row per passage) and `bm25/` (bm25s's own files). Loading reads only
+these files; the embedder is loaded on the first query that needs it, because loading the
+model takes longer than loading the whole index.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import logging
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from distillqa.config import RetrievalConfig
+from distillqa.console import track
+from distillqa.errors import DistillqaError
+from distillqa.io import read_json, read_jsonl, write_json, write_jsonl
+
+if TYPE_CHECKING:
+    from bm25s import BM25
+    from sentence_transformers import SentenceTransformer
+
+    from distillqa.config import Config
+    from distillqa.run import Run
+
+log = logging.getLogger("distillqa")
+
+FORMAT = 1
+META = "meta.json"
+PASSAGES = "passages.jsonl"
+DOCUMENTS = "documents.json"
+EMBEDDINGS = "embeddings.npy"
+BM25_DIR = "bm25"
+BUNDLED_EMBEDDER_NAME = "all-MiniLM-L6-v2 (bundled)"
+
+# A sentence ends at . ! or ? (plus closing quotes/brackets) followed by whitespace and a capital,
+# digit or opening quote. Abbreviations ("e.g. The") may split a sentence in two, which is
+# harmless: sentences are only the units that passages are packed from.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+_PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\s*\n\s*\n|\s*$)", re.S)
+_WORD = re.compile(r"\S+")
+_BM25_TOKEN = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A span of one document: `text == document.text[start:end]`, cited by file name and page."""
+
+    passage_id: str
+    doc_id: str
+    title: str
+    document: str  # the source file name, e.g. "geology.pdf"
+    page: int | None  # the page of the passage's first character
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the fused score and where the passage ranked in each retriever."""
+
+    passage: Passage
+    score: float  # reciprocal rank fusion score
+    bm25_rank: int | None  # 1-based; None when BM25 did not rank it (no shared term or too deep)
+    dense_rank: int | None
+
+
+# -- passages -------------------------------------------------------------------------------
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence; paragraph breaks always end a sentence."""
+    spans = []
+    for para in _PARAGRAPH.finditer(text):
+        start = para.start()
+        for cut in _SENTENCE_END.finditer(text, para.start(), para.end()):
+            spans.append((start, cut.start()))
+            start = cut.end()
+        spans.append((start, para.end()))
+    return [(s, e) for s, e in spans if e > s]
+
+
+def _units(text: str, count_tokens: Callable[[list[str]], list[int]], max_tokens: int) -> list[tuple[int, int, int]]:
+    """(start, end, tokens) of the pieces passages are packed from: sentences, or the words of a
+    sentence too long for one passage (PDF tables and lists often have no full stops)."""
+    sentences = sentence_spans(text)
+    counts = count_tokens([text[s:e] for s, e in sentences])
+    units = []
+    for (s, e), n in zip(sentences, counts):
+        if n <= max_tokens:
+            units.append((s, e, n))
+            continue
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text, s, e)]
+        units.extend((ws, we, wn) for (ws, we), wn in zip(words, count_tokens([text[a:b] for a, b in words])))
+    return units
+
+
+def _pack(units: Sequence[tuple[int, int, int]], max_tokens: int, overlap_tokens: int) -> list[tuple[int, int]]:
+    """Group consecutive units into windows of at most `max_tokens` (a single larger unit stands
+    alone); each window after the first repeats up to `overlap_tokens` of the previous one's tail,
+    so an answer cut by a boundary is whole in one of the two passages. Returns [i, j) ranges."""
+    windows: list[tuple[int, int]] = []
+    i, n = 0, len(units)
+    while i < n:
+        j, total = i, 0
+        while j < n and (j == i or total + units[j][2] <= max_tokens):
+            total += units[j][2]
+            j += 1
+        windows.append((i, j))
+        if j == n:
+            break
+        k, back = j, 0
+        while k - 1 > i and back + units[k - 1][2] <= overlap_tokens:
+            k -= 1
+            back += units[k][2]
+        i = k
+    return windows
+
+
+def page_at(pages: Sequence[dict], offset: int) -> int | None:
+    """The number of the page holding character `offset` (a separator counts as the page before)."""
+    if not pages:
+        return None
+    i = bisect.bisect_right([p["start"] for p in pages], offset) - 1
+    return pages[max(i, 0)]["number"]
+
+
+def make_passages(
+    doc: dict, count_tokens: Callable[[list[str]], list[int]], max_tokens: int, overlap_tokens: int
+) -> list[Passage]:
+    """Cut one `documents.jsonl` record into passages that are exact slices of its text."""
+    text = doc["text"]
+    units = _units(text, count_tokens, max_tokens)
+    document = Path(doc.get("source") or doc["doc_id"]).name
+    passages = []
+    for n, (i, j) in enumerate(_pack(units, max_tokens, overlap_tokens)):
+        start, end = units[i][0], units[j - 1][1]
+        passages.append(
+            Passage(
+                passage_id=f"{doc['doc_id']}-p{n:04d}",
+                doc_id=doc["doc_id"],
+                title=doc.get("title") or document,
+                document=document,
+                page=page_at(doc.get("pages") or [], start),
+                start=start,
+                end=end,
+                text=text[start:end],
+            )
+        )
+    return passages
+
+
+# -- ranking --------------------------------------------------------------------------------
+
+
+@functools.cache
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def bm25_tokens(text: str) -> list[str]:
+    """Lower-cased words minus English stopwords; no stemming, so the index stays predictable."""
+    stop = _stopwords()
+    return [t for t in _BM25_TOKEN.findall(text.lower()) if t not in stop]
+
+
+def rrf_fuse(rankings: Sequence[Sequence[int]], rrf_k: int) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: (item, sum over rankings of 1/(rrf_k + rank)), best first.
+    Ties go to the item with the better single rank, then the lower id, so results are stable."""
+    scores: dict[int, float] = {}
+    best: dict[int, int] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank)
+            best[item] = min(best.get(item, rank), rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], best[kv[0]], kv[0]))
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (argpartition: O(n), not a full sort)."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+# -- the embedder ---------------------------------------------------------------------------
+
+_EMBEDDERS: dict[str, SentenceTransformer] = {}
+_EMBEDDER_LOCK = threading.Lock()
+_ENCODE_LOCK = threading.Lock()  # HF tokenizers fail ("Already borrowed") when two threads share one
+
+
+def load_embedder(name: str | None) -> SentenceTransformer:
+    """The sentence-transformers model, loaded once per process (index build, ask and serve share it)."""
+    from distillqa.models import resolve_encoder
+
+    path = resolve_encoder(name)
+    with _EMBEDDER_LOCK:
+        if path not in _EMBEDDERS:
+            from sentence_transformers import SentenceTransformer
+
+            try:
+                _EMBEDDERS[path] = SentenceTransformer(path)
+            except (OSError, ValueError) as e:
+                raise DistillqaError(f"cannot load embedder {path!r}: {str(e).splitlines()[0]}") from None
+        return _EMBEDDERS[path]
+
+
+def embedder_display_name(name: str | None) -> str:
+    return BUNDLED_EMBEDDER_NAME if name is None else name
+
+
+def _token_counter(model: SentenceTransformer) -> Callable[[list[str]], list[int]]:
+    tokenizer = model.tokenizer
+
+    def count(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+    return count
+
+
+# -- the index ------------------------------------------------------------------------------
+
+
+class PassageIndex:
+    """Passages with their BM25 index and embeddings; `search` fuses both rankings."""
+
+    def __init__(
+        self,
+        passages: list[Passage],
+        documents: list[dict],
+        embeddings: np.ndarray,
+        bm25: BM25,
+        cfg: RetrievalConfig,
+    ):
+        if len(embeddings) != len(passages):
+            raise DistillqaError(
+                f"index is inconsistent: {len(passages)} passages but {len(embeddings)} embeddings: rebuild it with `distillqa index RUN --force`"
+            )
+        self.passages = passages
+        self.documents = {d["doc_id"]: d for d in documents}  # doc_id -> title, document, pages
+        self.embeddings = embeddings
+        self.bm25 = bm25
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    @property
+    def embedder_name(self) -> str:
+        return embedder_display_name(self.cfg.embedder)
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(cls, documents: list[dict], cfg: RetrievalConfig, quiet: bool = True) -> PassageIndex:
+        """Cut documents into passages, then index them with BM25 and the embedder."""
+        import bm25s
+
+        model = load_embedder(cfg.embedder)
+        limit = model.max_seq_length
+        if limit and cfg.passage_tokens > limit - 2:
+            log.warning(
+                "retrieval.passage_tokens=%d is more than the embedder reads (%d): passage ends are not embedded",
+                cfg.passage_tokens,
+                limit,
+            )
+        count = _token_counter(model)
+        passages: list[Passage] = []
+        for doc in documents:
+            passages.extend(make_passages(doc, count, cfg.passage_tokens, cfg.passage_overlap_tokens))
+        if not passages:
+            raise DistillqaError("no passages to index: the documents contain no text")
+
+        bm25 = bm25s.BM25()
+        bm25.index([bm25_tokens(p.text) for p in passages], show_progress=False)
+
+        step = 256  # passages per progress step; the model sees batches of 32
+        texts = [p.text for p in passages]
+        parts = [
+            model.encode(
+                texts[i : i + step], batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
+            for i in track(range(0, len(texts), step), -(-len(texts) // step), "index: embedding passages", quiet)
+        ]
+        embeddings = np.concatenate(parts).astype(np.float32, copy=False)
+        docs = [
+            {
+                "doc_id": d["doc_id"],
+                "title": d.get("title") or Path(d.get("source") or d["doc_id"]).name,
+                "document": Path(d.get("source") or d["doc_id"]).name,
+                "pages": d.get("pages") or [],
+            }
+            for d in documents
+        ]
+        return cls(passages, docs, embeddings, bm25, cfg)
+
+    # -- files ------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """Write every file into a temporary sibling folder, then swap it in, so a reader never
+        sees a half-written index."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes it private; the index is as readable as the rest of the run
+            write_jsonl(tmp / PASSAGES, (asdict(p) for p in self.passages))
+            write_json(tmp / DOCUMENTS, list(self.documents.values()))
+            np.save(tmp / EMBEDDINGS, self.embeddings)
+            self.bm25.save(str(tmp / BM25_DIR), show_progress=False)
+            write_json(
+                tmp / META,
+                {
+                    "format": FORMAT,
+                    "embedder": self.embedder_name,  # display name; config.embedder is what loads
+                    "dim": int(self.embeddings.shape[1]),
+                    "passages": len(self.passages),
+                    "documents": len(self.documents),
+                    "token_counts": "embedder tokenizer",
+                    "config": self.cfg.model_dump(mode="json"),
+                },
+            )
+            old = None
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                directory.rename(old)
+            tmp.rename(directory)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, directory: Path) -> PassageIndex:
+        """Read a saved index (no model is loaded here; see `embed_query`)."""
+        import bm25s
+
+        directory = Path(directory)
+        if not (directory / META).is_file():
+            raise DistillqaError(f"{directory}: no passage index here (meta.json missing): build it with `distillqa index RUN`")
+        meta = read_json(directory / META)
+        if meta.get("format") != FORMAT:
+            raise DistillqaError(f"{directory}: index format {meta.get('format')} is not {FORMAT}: rebuild it with `distillqa index RUN --force`")
+        try:
+            passages = [Passage(**rec) for rec in read_jsonl(directory / PASSAGES)]
+            documents = read_json(directory / DOCUMENTS)
+            embeddings = np.load(directory / EMBEDDINGS)
+            bm25 = bm25s.BM25.load(str(directory / BM25_DIR), show_progress=False, verbosity=0)
+        except (OSError, ValueError, TypeError) as e:
+            raise DistillqaError(f"{directory}: cannot read the index ({str(e).splitlines()[0]}): rebuild it with `distillqa index RUN --force`") from None
+        return cls(passages, documents, embeddings, bm25, RetrievalConfig.model_validate(meta["config"]))
+
+    # -- searching --------------------------------------------------------------------------
+    def embed_query(self, query: str) -> np.ndarray:
+        """The query's normalised embedding (loads the embedder on first use)."""
+        model = load_embedder(self.cfg.embedder)
+        with _ENCODE_LOCK:
+            vec = model.encode([query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
+        return vec.astype(np.float32, copy=False)
+
+    def bm25_ranking(self, query: str, depth: int) -> list[int]:
+        """Passage numbers sharing at least one term with the query, best BM25 score first."""
+        ids = self.bm25.get_tokens_ids(bm25_tokens(query))
+        if not ids:
+            return []
+        scores = self.bm25.get_scores_from_ids(ids)
+        return [int(i) for i in _top(scores, depth) if scores[i] > 0]
+
+    def dense_ranking(self, query_vector: np.ndarray, depth: int) -> list[int]:
+        """Passage numbers by cosine similarity (a dot product: both sides are normalised)."""
+        return [int(i) for i in _top(self.embeddings @ query_vector, depth)]
+
+    def search(self, query: str, k: int = 5, query_vector: np.ndarray | None = None) -> list[Hit]:
+        """The k best passages for `query` by fused BM25 and dense rank. Pass `query_vector` when
+        the query is already embedded (batch jobs, benchmarks)."""
+        if not query.strip() or k < 1:
+            return []
+        depth = max(k, self.cfg.candidates)
+        bm25 = self.bm25_ranking(query, depth)
+        dense = self.dense_ranking(self.embed_query(query) if query_vector is None else query_vector, depth)
+        bm25_rank = {p: r for r, p in enumerate(bm25, start=1)}
+        dense_rank = {p: r for r, p in enumerate(dense, start=1)}
+        return [
+            Hit(self.passages[p], score, bm25_rank.get(p), dense_rank.get(p))
+            for p, score in rrf_fuse([bm25, dense], self.cfg.rrf_k)[:k]
+        ]
+
+    def page_of(self, doc_id: str, offset: int) -> int | None:
+        """The page of a character offset in a document's text (to cite an answer, not its passage)."""
+        doc = self.documents.get(doc_id)
+        return page_at(doc["pages"], offset) if doc else None
+
+
+def run_stage(run: Run, cfg: Config) -> dict:
+    """Stage `index`: RUN/documents.jsonl -> RUN/index/."""
+    from distillqa.run import DOCUMENTS as DOCUMENTS_FILE
+    from distillqa.run import INDEX
+
+    documents = read_jsonl(run.path(DOCUMENTS_FILE))
+    if not documents:
+        raise DistillqaError(f"{run.path(DOCUMENTS_FILE)}: no documents to index: run `distillqa ingest` with some files")
+    index = PassageIndex.build(documents, cfg.retrieval, quiet=run.quiet)
+    index.save(run.path(INDEX))
+    return {
+        "documents": len(index.documents),
+        "passages": len(index),
+        "embedder": index.embedder_name,
+        "dim": int(index.embeddings.shape[1]),
+    }

@@ -1,0 +1,247 @@
+"""The passage index: passages cut at sentences with pages, BM25, dense search, fusion, files."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distillqa.config import Config, RetrievalConfig
+from distillqa.errors import DistillqaError
+from distillqa.io import write_jsonl
+from distillqa.retrieval import (
+    BM25_DIR,
+    EMBEDDINGS,
+    META,
+    PASSAGES,
+    PassageIndex,
+    bm25_tokens,
+    make_passages,
+    page_at,
+    rrf_fuse,
+    run_stage,
+    sentence_spans,
+)
+from distillqa.run import Run
+
+
+def words(texts: list[str]) -> list[int]:
+    """A token counter for unit tests that need no model: one token per word."""
+    return [len(t.split()) for t in texts]
+
+
+def doc(doc_id: str, text: str, pages: list[tuple[int, int, int]] | None = None, source: str | None = None) -> dict:
+    pages = pages or [(1, 0, len(text))]
+    return {
+        "doc_id": doc_id,
+        "source": source or f"/data/{doc_id}.txt",
+        "title": doc_id.title(),
+        "text": text,
+        "pages": [{"number": n, "start": s, "end": e} for n, s, e in pages],
+    }
+
+
+# -- passages -------------------------------------------------------------------------------
+
+
+def test_sentence_spans_split_at_sentence_ends_and_paragraphs():
+    text = "First one. Second one? Third!\n\nNew paragraph without a stop\nsame paragraph. Last (really)."
+    spans = sentence_spans(text)
+    assert [text[s:e] for s, e in spans] == [
+        "First one.",
+        "Second one?",
+        "Third!",
+        "New paragraph without a stop\nsame paragraph.",
+        "Last (really).",
+    ]
+
+
+def test_passages_are_exact_slices_sized_overlapping_and_paged():
+    sentences = [f"Sentence number {i} talks about topic {i} here." for i in range(40)]  # 8 words each
+    text = " ".join(sentences[:20]) + "\n\n" + " ".join(sentences[20:])
+    half = text.index("\n\n")
+    d = doc("notes", text, pages=[(1, 0, half), (2, half + 2, len(text))], source="/home/me/Notes.pdf")
+
+    passages = make_passages(d, words, max_tokens=40, overlap_tokens=10)
+
+    assert len(passages) > 5
+    starts = {s for s, _ in sentence_spans(text)}
+    for p in passages:
+        assert p.text == text[p.start : p.end]
+        assert p.start in starts  # cut at sentence boundaries
+        assert len(p.text.split()) <= 40
+        assert p.page == (1 if p.start < half else 2)
+        assert (p.document, p.title, p.doc_id) == ("Notes.pdf", "Notes", "notes")
+    for a, b in zip(passages, passages[1:]):
+        assert a.start < b.start < a.end  # each passage repeats the tail of the one before
+        assert len(text[b.start : a.end].split()) <= 10
+    assert passages[0].start == 0 and passages[-1].end == len(text)
+    assert len({p.passage_id for p in passages}) == len(passages)
+
+
+def test_a_sentence_longer_than_a_passage_is_cut_at_words():
+    text = " ".join(f"item{i}" for i in range(100))  # a table row: no full stop at all
+    passages = make_passages(doc("table", text), words, max_tokens=30, overlap_tokens=5)
+    assert all(len(p.text.split()) <= 30 for p in passages)
+    assert passages[-1].end == len(text)
+    assert all(p.text == text[p.start : p.end] for p in passages)
+
+
+def test_config_refuses_an_overlap_as_large_as_the_passage():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="passage_overlap_tokens must be smaller"):
+        RetrievalConfig(passage_tokens=64, passage_overlap_tokens=64)
+
+
+def test_page_at_counts_a_separator_as_the_page_before():
+    pages = [{"number": 3, "start": 0, "end": 10}, {"number": 4, "start": 12, "end": 20}]
+    assert [page_at(pages, i) for i in (0, 9, 10, 11, 12, 19)] == [3, 3, 3, 3, 4, 4]
+    assert page_at([], 5) is None
+
+
+# -- ranking --------------------------------------------------------------------------------
+
+
+def test_rrf_fuse_sums_reciprocal_ranks():
+    fused = rrf_fuse([[1, 2, 3], [3, 1, 4]], rrf_k=60)
+    assert [item for item, _ in fused] == [1, 3, 2, 4]
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused[1][1] == pytest.approx(1 / 63 + 1 / 61)
+    assert fused[3][1] == pytest.approx(1 / 63)
+
+
+def test_rrf_fuse_breaks_ties_by_best_rank_then_id():
+    fused = rrf_fuse([[7, 5], [2, 9]], rrf_k=60)
+    assert [item for item, _ in fused] == [2, 7, 5, 9]
+
+
+def test_bm25_tokens_drop_stopwords_and_case():
+    assert bm25_tokens("What is THE Xylotheca of 1854?") == ["what", "xylotheca", "1854"]
+
+
+# -- a real index (bundled MiniLM) -----------------------------------------------------------
+
+CORPUS = [
+    doc(
+        "garden",
+        "The orchard behind the house has twelve apple trees. They were planted in 1921 by the first owner.\n\n"
+        "The feline slept on the warm windowsill for the whole afternoon, ignoring the birds outside.\n\n"
+        "A small pond at the far end of the garden freezes every winter.",
+        pages=[(1, 0, 100), (2, 100, 300)],
+    ),
+    doc(
+        "botany",
+        "Xylotheca is a genus of flowering plants found in southern Africa. Its fruit is a woody capsule.\n\n"
+        "Most plants in the genus grow as shrubs on rocky slopes and flower in early summer.",
+    ),
+    doc(
+        "harbour",
+        "The harbour light was built in 1854 by the engineer Margaret Hale. Its white tower is 31 metres tall.\n\n"
+        "Ships entering the harbour must pass between two reefs known as the Sisters.",
+    ),
+]
+CFG = RetrievalConfig(passage_tokens=40, passage_overlap_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run folder whose `index` stage has run over CORPUS."""
+    run = Run(tmp_path_factory.mktemp("run"), quiet=True)
+    write_jsonl(run.path("documents.jsonl"), CORPUS)
+    summary = run_stage(run, Config(retrieval=CFG))
+    assert summary["documents"] == 3 and summary["passages"] >= 3
+    return run.root
+
+
+@pytest.fixture(scope="module")
+def index(run_dir: Path) -> PassageIndex:
+    return PassageIndex.load(run_dir / "index")
+
+
+def test_index_stage_writes_its_files(run_dir: Path):
+    folder = run_dir / "index"
+    for name in (META, PASSAGES, EMBEDDINGS, BM25_DIR):
+        assert (folder / name).exists(), name
+    meta = json.loads((folder / META).read_text())
+    assert "MiniLM" in meta["embedder"] and meta["config"]["embedder"] is None
+    assert meta["config"]["passage_tokens"] == 40 and meta["config"]["rrf_k"] == 60
+    emb = np.load(folder / EMBEDDINGS)
+    assert emb.dtype == np.float32 and emb.shape == (meta["passages"], meta["dim"])
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    assert not list(run_dir.glob(".index*"))  # no temporary folder left behind
+
+
+def test_bm25_finds_the_passage_with_the_rare_term(index: PassageIndex):
+    ranking = index.bm25_ranking("Where does xylotheca grow?", depth=10)
+    assert "Xylotheca is a genus" in index.passages[ranking[0]].text
+    hit = index.search("Where does xylotheca grow?", k=3)[0]
+    assert "Xylotheca" in hit.passage.text and hit.bm25_rank == 1
+
+
+def test_dense_finds_a_paraphrase_bm25_cannot(index: PassageIndex):
+    query = "Where did the cat nap?"  # no word in common with "The feline slept on the ... windowsill"
+    assert all("feline" not in index.passages[i].text for i in index.bm25_ranking(query, depth=10))
+    ranking = index.dense_ranking(index.embed_query(query), depth=3)
+    assert "feline slept" in index.passages[ranking[0]].text
+    hit = index.search(query, k=1)[0]
+    assert "feline slept" in hit.passage.text and hit.bm25_rank is None and hit.dense_rank == 1
+
+
+def test_search_hits_are_fused_best_first_with_citations(index: PassageIndex):
+    hits = index.search("Who built the harbour light in 1854?", k=4)
+    assert len(hits) == 4
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    top = hits[0]
+    assert "Margaret Hale" in top.passage.text and top.bm25_rank == 1
+    assert top.score == pytest.approx(1 / (60 + top.bm25_rank) + 1 / (60 + top.dense_rank))
+    assert (top.passage.document, top.passage.page) == ("harbour.txt", 1)
+    assert index.search("   ", k=3) == []
+    assert len(index.search("the of and", k=2)) == 2  # stopwords only: dense still answers
+
+
+def test_pages_come_from_the_document_offsets(index: PassageIndex):
+    garden = CORPUS[0]["text"]
+    pond = next(p for p in index.passages if "pond" in p.text)
+    assert pond.page == (1 if pond.start < 100 else 2)
+    assert index.page_of("garden", garden.index("pond")) == 2
+    assert index.page_of("garden", 0) == 1
+    assert index.page_of("unknown-doc", 0) is None
+
+
+def test_save_load_round_trip(index: PassageIndex, tmp_path: Path):
+    index.save(tmp_path / "copy")
+    index.save(tmp_path / "copy")  # replacing an existing index works too
+    again = PassageIndex.load(tmp_path / "copy")
+    assert again.passages == index.passages
+    assert again.documents == index.documents
+    assert np.array_equal(again.embeddings, index.embeddings)
+    assert again.cfg == index.cfg
+    for query in ("xylotheca fruit", "apple trees planted", "reefs"):
+        assert again.search(query, k=3) == index.search(query, k=3)
+
+
+def test_load_reads_files_only_and_embeds_lazily(index: PassageIndex, tmp_path: Path):
+    """An index whose embedder cannot load still loads, and BM25 still works: the model is only
+    loaded when a query has to be embedded."""
+    folder = tmp_path / "other"
+    index.save(folder)
+    meta = json.loads((folder / META).read_text())
+    meta["config"]["embedder"] = str(tmp_path / "no-such-model")
+    (folder / META).write_text(json.dumps(meta))
+    lazy = PassageIndex.load(folder)
+    assert lazy.bm25_ranking("reefs Sisters", depth=1)
+    with pytest.raises(DistillqaError, match="cannot load embedder"):
+        lazy.search("reefs", k=1)
+
+
+def test_load_errors_are_one_line(tmp_path: Path):
+    with pytest.raises(DistillqaError, match="distillqa index"):
+        PassageIndex.load(tmp_path)
+
+
+def test_index_stage_refuses_documents_without_text(tmp_path: Path):
+    run = Run(tmp_path, quiet=True)
+    write_jsonl(run.path("documents.jsonl"), [doc("empty", "   ")])
+    with pytest.raises(DistillqaError, match="no passages"):
+        run_stage(run, Config(retrieval=CFG))
