@@ -8,6 +8,7 @@ output valid against the schema.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from distillqa.config import TeacherConfig
@@ -46,8 +47,10 @@ class LlamaCppTeacher:
         check_gguf(self.path)
         self.name = f"llamacpp:{self.path.name}"
         kwargs: dict = {"n_ctx": cfg.n_ctx, "n_gpu_layers": cfg.n_gpu_layers, "verbose": False}
-        if cfg.n_threads is not None:
-            kwargs["n_threads"] = cfg.n_threads
+        # Prompt processing and generation use the same thread count: llama.cpp's default of all
+        # cores for the batch step made requests 10x slower when another process shares the CPU.
+        threads = cfg.n_threads or max(1, (os.cpu_count() or 2) // 2)
+        kwargs.update(n_threads=threads, n_threads_batch=threads)
         try:
             # verbose=False silences llama.cpp's load log and later keeps only its error lines.
             self._llm = Llama(model_path=str(self.path), **kwargs)

@@ -1,0 +1,159 @@
+"""The student reader: answer questions from given passages with a fine-tuned extractive QA model.
+
+transformers >= 5.3 has no `pipeline("question-answering")`, so this is our own: windows and
+span search come from `distillqa.qa_features` (the same code the student was trained with), and
+the model runs on padded batches of windows under `torch.inference_mode()`. `Answer.score` is a
+probability over the candidate spans of one passage (see `distillqa.qa_features.Answer`), so
+it says how sure the reader is *within* that passage, not whether the passage holds an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distillqa.errors import DistillqaError
+from distillqa.qa_features import Answer, check_tokenizer, postprocess_predictions, prepare_eval_features
+
+__all__ = ["Answer", "Reader", "resolve_model_dir"]
+
+
+def resolve_model_dir(path: Path | str) -> Path:
+    """A run folder -> its trained `student/`; a model folder (has config.json) -> itself."""
+    path = Path(path)
+    if (path / "student" / "config.json").is_file():
+        return path / "student"
+    if (path / "config.json").is_file():
+        return path
+    if (path / "manifest.json").is_file():
+        raise DistillqaError(f"{path}: this run has no trained student yet: run `distillqa train {path}` first")
+    raise DistillqaError(f"{path}: not a run folder with a student/ nor a model folder with config.json")
+
+
+@contextmanager
+def quiet_transformers(hide_warnings: bool = False) -> Iterator[None]:
+    """Hide transformers' own progress bars (loading, saving) and, if asked, its warnings.
+
+    The warnings include the load report listing a fresh `qa_outputs` head, which is expected
+    when the student starts from a plain encoder.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    if hide_warnings:
+        hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Reader:
+    """An extractive QA model plus its tokenizer and window settings.
+
+    `device=None` picks CUDA when available, else CPU. Windows default to the training settings
+    (384 tokens, stride 128) and are capped at the model's position embeddings.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str | torch.device | None = None,
+        max_length: int = 384,
+        doc_stride: int = 128,
+    ):
+        check_tokenizer(tokenizer, getattr(tokenizer, "name_or_path", "tokenizer"))
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        # a window can never be longer than the model's position embeddings
+        positions = getattr(model.config, "max_position_embeddings", None) or max_length
+        self.max_length = min(max_length, positions)
+        self.doc_stride = doc_stride
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path | str,
+        device: str | torch.device | None = None,
+        max_length: int = 384,
+        doc_stride: int = 128,
+    ) -> Reader:
+        """Load a trained reader from a model folder (or a run folder's `student/`)."""
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        model_dir = resolve_model_dir(model_dir)
+        try:
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(model_dir)
+                model = AutoModelForQuestionAnswering.from_pretrained(model_dir, dtype=torch.float32)
+        except (OSError, ValueError) as e:
+            raise DistillqaError(f"{model_dir}: cannot load the reader: {str(e).splitlines()[0]}") from None
+        return cls(model, tokenizer, device=device, max_length=max_length, doc_stride=doc_stride)
+
+    def answer(
+        self,
+        questions: Sequence[str],
+        contexts: Sequence[str],
+        top_k: int = 1,
+        max_answer_length: int = 30,
+        batch_size: int = 32,
+    ) -> list[list[Answer]]:
+        """The `top_k` best spans of `contexts[i]` answering `questions[i]`, best first.
+
+        A context of any length is read window by window; an empty or blank context gets [].
+        `max_answer_length` counts tokens; `batch_size` counts windows per forward pass.
+        """
+        if len(questions) != len(contexts):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+        readable = [i for i, c in enumerate(contexts) if c.strip()]
+        answers: list[list[Answer]] = [[] for _ in contexts]
+        if not readable:
+            return answers
+        batch_contexts = [contexts[i] for i in readable]
+        features = prepare_eval_features(
+            [questions[i] for i in readable], batch_contexts, self.tokenizer, self.max_length, self.doc_stride
+        )
+        start_logits, end_logits = self._logits(features, batch_size)
+        found = postprocess_predictions(batch_contexts, features, start_logits, end_logits, top_k, max_answer_length)
+        for i, spans in zip(readable, found):
+            answers[i] = spans
+        return answers
+
+    def _logits(self, features: list[dict], batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Start/end logits per window, each trimmed to the window's own tokens.
+
+        Windows are batched by length so that padding to the longest in a batch wastes little.
+        """
+        names = self.tokenizer.model_input_names
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+        starts: list[np.ndarray] = [np.empty(0)] * len(features)
+        ends: list[np.ndarray] = [np.empty(0)] * len(features)
+        left = self.tokenizer.padding_side == "left"
+        with torch.inference_mode():
+            for b in range(0, len(order), batch_size):
+                batch = order[b : b + batch_size]
+                inputs = self.tokenizer.pad(
+                    [{k: features[i][k] for k in names if k in features[i]} for i in batch], return_tensors="pt"
+                )
+                out = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
+                batch_starts = out.start_logits.float().cpu().numpy()
+                batch_ends = out.end_logits.float().cpu().numpy()
+                for row, i in enumerate(batch):
+                    n = len(features[i]["input_ids"])
+                    cut = slice(-n, None) if left else slice(0, n)
+                    starts[i], ends[i] = batch_starts[row, cut], batch_ends[row, cut]
+        return starts, ends

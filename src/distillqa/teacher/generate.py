@@ -1,0 +1,373 @@
+"""The generate stage: the teacher proposes question/answer pairs for every chunk.
+
+Two routes, both kept and measurable, chosen by `generate.mode`:
+- "qa" (route "teacher-qa"): the teacher writes question + answer pairs for a whole chunk, as
+  JSON under a schema. Good with strong teachers; small ones copy or invent.
+- "answer-first" (route "answer-first"): answers are picked from the chunk by rules
+  (`candidates`), the teacher only writes one question per answer, which is checked
+  (`parsing.question_problem`) and retried with new seeds. When it still fails, the rule-based
+  cloze translation (`cloze`, route "cloze") writes the question, so even a teacher that emits
+  garbage leaves usable pairs.
+- "both": each chunk goes through both routes.
+
+Requests for many chunks are handed to the backend at once (a "wave"), so transformers can batch
+and HTTP can run concurrently, but generations.jsonl still gets one line per finished chunk,
+appended and fsynced. A killed run resumes where it stopped: finished chunks are skipped, and
+seeds depend only on (chunk, route, item, attempt), so regenerated chunks give the same output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distillqa.config import Config
+from distillqa.console import console, make_progress
+from distillqa.errors import DistillqaError
+from distillqa.io import append_jsonl, read_jsonl, repair_jsonl_tail, write_json
+from distillqa.run import CHUNKS, GENERATE_SUMMARY, GENERATIONS, Run
+from distillqa.teacher.base import GenerationRequest, GenerationResult, Teacher, load_teacher
+from distillqa.teacher.candidates import Candidate, extract_candidates
+from distillqa.teacher.cloze import cloze_question
+from distillqa.teacher.parsing import ParseError, parse_pairs, parse_question, question_problem
+from distillqa.teacher.prompts import (
+    EXAMPLE_QUESTIONS,
+    QUESTION_SCHEMA,
+    qa_messages,
+    qa_schema,
+    question_messages,
+)
+
+log = logging.getLogger("distillqa")
+
+TEACHER_QA, ANSWER_FIRST, CLOZE = "teacher-qa", "answer-first", "cloze"
+ROUTES = (TEACHER_QA, ANSWER_FIRST, CLOZE)
+# Retries must differ from the first try even when teacher.temperature is 0 (greedy decoding
+# with a new seed would repeat the same text), so they sample at least this warm.
+RETRY_TEMPERATURE = 0.7
+
+
+def request_seed(chunk_id: str, route: str, item: int, attempt: int, base_seed: int) -> int:
+    """A stable per-request seed: the same chunk, route, item and attempt always get the same one."""
+    digest = hashlib.sha256(f"{chunk_id}\x00{route}\x00{item}\x00{attempt}".encode()).digest()
+    return (int.from_bytes(digest[:4], "big") + base_seed) % (2**31)
+
+
+@dataclass
+class _Task:
+    """One thing asked of the teacher for a chunk, retried with new seeds until it succeeds."""
+
+    route: str  # TEACHER_QA or ANSWER_FIRST
+    item: int  # 0 for the qa route, the candidate's index for answer-first
+    candidate: Candidate | None = None
+    attempt: int = 0
+    done: bool = False
+    request: GenerationRequest | None = None
+
+
+@dataclass
+class ChunkJob:
+    """Everything generated for one chunk: its tasks, every raw attempt, and the pairs kept."""
+
+    chunk: dict
+    cfg: Config
+    as_json: bool  # the teacher can constrain output to a JSON schema
+    tasks: list[_Task] = field(default_factory=list)
+    attempts: list[dict] = field(default_factory=list)
+    pairs: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        mode = self.cfg.generate.mode
+        if mode in ("qa", "both"):
+            self.tasks.append(_Task(TEACHER_QA, 0))
+        if mode in ("answer-first", "both"):
+            candidates = extract_candidates(self.chunk["text"], self.cfg.generate.answers_per_chunk)
+            self.tasks += [_Task(ANSWER_FIRST, i, c) for i, c in enumerate(candidates)]
+
+    @property
+    def finished(self) -> bool:
+        return all(t.done for t in self.tasks)
+
+    def pending(self) -> list[_Task]:
+        """Tasks still waiting for an answer, each with the request for its next attempt."""
+        out = []
+        for task in self.tasks:
+            if not task.done:
+                task.request = self._request(task)
+                out.append(task)
+        return out
+
+    def _request(self, task: _Task) -> GenerationRequest:
+        gen, teacher = self.cfg.generate, self.cfg.teacher
+        seed = request_seed(self.chunk["chunk_id"], task.route, task.item, task.attempt, teacher.seed)
+        temperature = teacher.temperature if task.attempt == 0 else max(teacher.temperature, RETRY_TEMPERATURE)
+        if task.route == TEACHER_QA:
+            return GenerationRequest(
+                messages=qa_messages(self.chunk["text"], gen.pairs_per_chunk),
+                json_schema=qa_schema(gen.pairs_per_chunk) if self.as_json else None,
+                max_tokens=teacher.max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
+        cand = task.candidate
+        assert cand is not None
+        use_json = self.as_json and gen.question_json
+        return GenerationRequest(
+            messages=question_messages(cand.sentence, cand.text, cand.kind, as_json=use_json),
+            json_schema=QUESTION_SCHEMA if use_json else None,
+            max_tokens=gen.question_max_tokens,
+            temperature=temperature,
+            seed=seed,
+            stop=[] if use_json else ["\n"],
+        )
+
+    def receive(self, task: _Task, result: GenerationResult) -> None:
+        """Record one raw output; keep its pairs, or schedule a retry, or give up (maybe to cloze)."""
+        assert task.request is not None
+        pairs, error = self._read(task, result)
+        attempt = {"route": task.route, "seed": task.request.seed, "raw": result.text, "ok": error is None, "error": error}
+        if task.candidate is not None:
+            attempt["answer"] = task.candidate.text
+        self.attempts.append(attempt)
+        task.attempt += 1
+        if error is None:
+            self.pairs += pairs
+            task.done = True
+        elif task.attempt > self.cfg.generate.retries:
+            task.done = True
+            self._fall_back(task)
+
+    def _read(self, task: _Task, result: GenerationResult) -> tuple[list[dict], str | None]:
+        """(pairs, None) for usable output, ([], "kind: why") otherwise; kinds: backend, parse, rejected."""
+        if result.error:
+            return [], f"backend: {result.error}"
+        try:
+            if task.route == TEACHER_QA:
+                pairs = [
+                    {**p, "route": TEACHER_QA}
+                    for p in parse_pairs(result.text)
+                    if p["question"].lower() not in {q.lower() for q in EXAMPLE_QUESTIONS}
+                ]
+                return (pairs, None) if pairs else ([], "rejected: only copies of the prompt example")
+            cand = task.candidate
+            assert cand is not None
+            question = parse_question(result.text)
+        except ParseError as e:
+            return [], f"parse: {e}"
+        problem = question_problem(question, cand.text, cand.sentence, cand.kind, EXAMPLE_QUESTIONS)
+        if problem:
+            return [], f"rejected: {problem}"
+        return [_pair(question, cand, ANSWER_FIRST)], None
+
+    def _fall_back(self, task: _Task) -> None:
+        """The teacher failed this task for good: cloze questions instead, if allowed."""
+        if not self.cfg.generate.cloze_fallback:
+            return
+        if task.route == ANSWER_FIRST:
+            candidates = [task.candidate]
+        else:  # a failed qa route: cloze pairs for the chunk's best answer candidates instead
+            if any(t.route == ANSWER_FIRST for t in self.tasks):
+                return  # mode "both": the answer-first route already covers this chunk's candidates
+            candidates = extract_candidates(self.chunk["text"], self.cfg.generate.pairs_per_chunk)
+        for cand in candidates:
+            assert cand is not None
+            question = cloze_question(cand.sentence, cand.start_in_sentence, cand.start_in_sentence + len(cand.text), cand.kind)
+            if question:
+                self.pairs.append(_pair(question, cand, CLOZE))
+
+    def record(self, teacher_name: str) -> dict:
+        """The chunk's line in generations.jsonl (format in docs/design.md)."""
+        return {
+            "chunk_id": self.chunk["chunk_id"],
+            "mode": self.cfg.generate.mode,
+            "teacher": teacher_name,
+            "attempts": self.attempts,
+            "pairs": self.pairs,
+        }
+
+
+def _pair(question: str, cand: Candidate, route: str) -> dict:
+    """A pair whose answer is a verbatim span; answer_start (offset in the chunk) helps grounding."""
+    return {"question": question, "answer": cand.text, "route": route, "answer_start": cand.start}
+
+
+def wave_size(cfg: Config) -> int:
+    return cfg.generate.wave_requests or 2 * max(cfg.teacher.batch_size, cfg.teacher.concurrency)
+
+
+def generate_chunks(
+    chunks: list[dict],
+    teacher: Teacher,
+    cfg: Config,
+    out_path: Path,
+    on_chunk: Callable[[dict], None] | None = None,
+) -> int:
+    """Generate for every chunk not already in `out_path`, appending one line per finished chunk.
+
+    Each call to the teacher carries about `wave_size(cfg)` requests: retries of chunks in flight
+    first, then the first requests of new chunks. Returns the number of chunks generated now.
+    """
+    done = finished_chunk_ids(out_path)
+    todo: Iterator[dict] = (c for c in chunks if c["chunk_id"] not in done)
+    as_json = bool(getattr(teacher, "supports_json_schema", False))
+    in_flight: list[ChunkJob] = []
+    generated = 0
+    limit = wave_size(cfg)
+    with open(out_path, "a", encoding="utf-8") as f:
+        while True:
+            batch = [(job, task) for job in in_flight for task in job.pending()]
+            while len(batch) < limit:
+                chunk = next(todo, None)
+                if chunk is None:
+                    break
+                job = ChunkJob(chunk, cfg, as_json)
+                in_flight.append(job)
+                batch += [(job, task) for task in job.pending()]
+            if not in_flight:
+                return generated
+            if batch:
+                results = teacher.generate([task.request for _, task in batch])
+                if len(results) != len(batch):
+                    raise DistillqaError(f"teacher {teacher.name} returned {len(results)} results for {len(batch)} requests")
+                for (job, task), result in zip(batch, results):
+                    job.receive(task, result)
+            for job in [j for j in in_flight if j.finished]:
+                record = job.record(teacher.name)
+                append_jsonl(f, record)
+                in_flight.remove(job)
+                generated += 1
+                if on_chunk is not None:
+                    on_chunk(record)
+
+
+def finished_chunk_ids(path: Path) -> set[str]:
+    """Chunk ids already in generations.jsonl, after cutting a line torn by a crash."""
+    if not path.exists():
+        return set()
+    repair_jsonl_tail(path)
+    return {rec["chunk_id"] for rec in read_jsonl(path)}
+
+
+def summarize(records: list[dict]) -> dict:
+    """Per-route counts over every line of generations.jsonl (resumed chunks included)."""
+    attempts: Counter[str] = Counter()
+    failures: Counter[tuple[str, str]] = Counter()
+    pairs: Counter[str] = Counter()
+    for rec in records:
+        for a in rec["attempts"]:
+            attempts[a["route"]] += 1
+            if a["error"]:
+                failures[a["route"], a["error"].split(":", 1)[0]] += 1
+        for p in rec["pairs"]:
+            pairs[p["route"]] += 1
+    routes = {}
+    for route in ROUTES:
+        n = attempts[route]
+        routes[route] = {
+            "attempts": n,
+            "parse_failures": failures[route, "parse"],
+            "parse_failure_rate": round(failures[route, "parse"] / n, 4) if n else 0.0,
+            "rejected": failures[route, "rejected"],
+            "backend_errors": failures[route, "backend"],
+            "pairs": pairs[route],
+        }
+    return {
+        "generations": sum(attempts.values()),
+        "pairs": sum(pairs.values()),
+        "chunks_without_pairs": sum(1 for r in records if not r["pairs"]),
+        "routes": routes,
+    }
+
+
+def run_stage(run: Run, cfg: Config) -> dict:
+    """Generate pairs for RUN/chunks.jsonl into RUN/generations.jsonl (resumable)."""
+    run.require(CHUNKS)
+    chunks = read_jsonl(run.path(CHUNKS))
+    if cfg.generate.max_chunks is not None:
+        chunks = chunks[: cfg.generate.max_chunks]
+    if not chunks:
+        raise DistillqaError(f"{run.path(CHUNKS)} has no chunks: check the documents (`distillqa chunk {run.root}` made none)")
+    out_path = run.path(GENERATIONS)
+    wanted = {c["chunk_id"] for c in chunks}
+    skipped = len(finished_chunk_ids(out_path) & wanted)
+    started = time.time()
+    teacher_name = ""
+    generated = 0
+    if skipped < len(chunks):
+        if skipped:
+            log.info("generate: resuming, %d of %d chunks already done", skipped, len(chunks))
+        teacher = load_teacher(cfg.teacher)
+        teacher_name = teacher.name
+        try:
+            generated = _generate_with_progress(run, chunks, teacher, cfg, out_path, skipped)
+        finally:
+            teacher.close()
+    seconds = time.time() - started
+    records = [r for r in read_jsonl(out_path) if r["chunk_id"] in wanted]
+    stats = summarize(records)
+    teacher_name = teacher_name or next((r["teacher"] for r in records), "")
+    summary = {
+        "chunks": len(chunks),
+        "chunks_generated": generated,
+        "chunks_skipped_resume": skipped,
+        "mode": cfg.generate.mode,
+        "teacher": teacher_name,
+        "seconds": round(seconds, 2),
+        "chunks_per_s": round(generated / seconds, 4) if seconds > 0 else 0.0,
+        **stats,
+    }
+    _warn_about_quality(run, summary)
+    write_json(run.path(GENERATE_SUMMARY), summary)
+    return _flatten(summary)
+
+
+def _generate_with_progress(
+    run: Run, chunks: list[dict], teacher: Teacher, cfg: Config, out_path: Path, skipped: int
+) -> int:
+    """generate_chunks with a progress bar showing chunks/s and pairs so far."""
+    log.info("generate: %d chunks, mode %s, teacher %s", len(chunks) - skipped, cfg.generate.mode, teacher.name)
+    started = time.time()
+    counts = {"chunks": 0, "pairs": 0}
+    with make_progress(run.quiet) as progress:
+        task = progress.add_task("generate", total=len(chunks), completed=skipped, status="")
+
+        def on_chunk(record: dict) -> None:
+            counts["chunks"] += 1
+            counts["pairs"] += len(record["pairs"])
+            rate = counts["chunks"] / max(time.time() - started, 1e-9)
+            progress.update(task, advance=1, status=f"{counts['pairs']} pairs, {rate:.2f} chunks/s")
+
+        return generate_chunks(chunks, teacher, cfg, out_path, on_chunk)
+
+
+def _warn(run: Run, message: str) -> None:
+    log.warning(message)
+    if not run.quiet:
+        console.print(f"[yellow]warning[/yellow]: {message}")
+
+
+def _warn_about_quality(run: Run, summary: dict) -> None:
+    """Say so when the teacher was of little use, before the dataset stage finds out."""
+    routes = summary["routes"]
+    teacher_pairs = routes[TEACHER_QA]["pairs"] + routes[ANSWER_FIRST]["pairs"]
+    if summary["pairs"] == 0:
+        _warn(run, "no question/answer pairs at all: the teacher's outputs are kept in "
+              f"{run.path(GENERATIONS)} (attempts); try another teacher, generate.mode=answer-first "
+              "or generate.cloze_fallback=true")
+    elif summary["generations"] and teacher_pairs == 0:
+        _warn(run, f"the teacher ({summary['teacher']}) gave no usable output; all {summary['pairs']} "
+              "pairs come from the rule-based cloze fallback")
+
+
+def _flatten(summary: dict) -> dict:
+    """The manifest keeps flat values: routes become e.g. `answer-first_pairs`."""
+    flat = {k: v for k, v in summary.items() if k != "routes"}
+    for route, stats in summary["routes"].items():
+        for key in ("attempts", "pairs", "parse_failure_rate"):
+            flat[f"{route}_{key}"] = stats[key]
+    return flat

@@ -1,0 +1,293 @@
+"""Fine-tune the student reader on the generated SQuAD files (the `train` stage).
+
+The student is any encoder with a fast tokenizer (an HF id, a local folder, or the bundled
+MiniLM) with a fresh, seeded span head. Training is the HF `Trainer` on the windows of
+`distillqa.qa_features` (padded per batch, not to 384: most windows are far shorter). After
+every epoch the model reads the validation questions with the real `Reader` and is scored with
+the official SQuAD EM/F1; the epoch with the best F1 is kept. With no validation questions the
+last epoch is kept.
+
+`RUN/student/` ends up holding only the final model: weights (safetensors), config, tokenizer,
+`README.md` (a model card with data statistics, settings and scores) and `training_log.json`:
+
+    {"base_model": str, "precision": "fp32"|"bf16"|"fp16", "train_seconds": float,
+     "best_epoch": float | null, "best_f1": float | null,
+     "train": [{"step", "epoch", "loss", "learning_rate"}, ...],   # about 50 points
+     "eval":  [{"step", "epoch", "exact_match", "f1"}, ...]}       # one per epoch
+
+Checkpoints go to `RUN/.student.work/`, the result is assembled in `RUN/.student.tmp/` and
+renamed into place, so a crash never leaves a half-written `student/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    PrinterCallback,
+    ProgressCallback,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from distillqa.config import Config, TrainConfig
+from distillqa.errors import DistillqaError
+from distillqa.evaluate import load_squad, predict, score_examples
+from distillqa.models import resolve_encoder
+from distillqa.qa_features import check_tokenizer, prepare_eval_features, prepare_train_features, squad_examples
+from distillqa.reader import Reader, quiet_transformers
+from distillqa.run import STUDENT, TRAIN, VALIDATION, Run
+
+log = logging.getLogger("distillqa")
+LOG_POINTS = 50  # training-loss points in training_log.json, whatever the data size
+
+
+def load_base_student(name: str | None, seed: int) -> tuple[Any, Any]:
+    """The untrained student: (encoder + fresh QA head drawn from `seed`, its tokenizer).
+
+    Training starts from exactly this model, and the evaluate stage scores it as the baseline.
+    """
+    path = resolve_encoder(name)
+    set_seed(seed)
+    try:
+        with quiet_transformers(hide_warnings=True):
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            # fp32 master weights even from a half-precision checkpoint: AdamW's updates underflow
+            # in fp16 (all weights turn NaN after one step); mixed precision comes from autocast
+            model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DistillqaError(f"student {path!r}: cannot load it ({reason}); set train.student to an HF id or a local folder") from None
+    check_tokenizer(tokenizer, path)
+    return model, tokenizer
+
+
+def _precision() -> str:
+    """bf16 on GPUs that support it, fp16 on other CUDA GPUs, fp32 on CPU."""
+    if not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+class _SquadTrainer(Trainer):
+    """A Trainer whose evaluation reads `eval_dataset` (SQuAD examples) with the real Reader.
+
+    Scoring the actual answers, with the same postprocessing as inference, is what the best
+    checkpoint should be chosen by; the Trainer's own loop only sees logits.
+    """
+
+    def __init__(self, *args: Any, window: dict[str, int], max_answer_length: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.window = window
+        self.max_answer_length = max_answer_length
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
+        examples = self.eval_dataset if eval_dataset is None else eval_dataset
+        reader = Reader(self.model, self.processing_class, device=self.args.device, **self.window)
+        predictions, _ = predict(reader, examples, self.args.per_device_eval_batch_size, self.max_answer_length)
+        scores = score_examples(examples, predictions)
+        metrics = {f"{metric_key_prefix}_exact_match": scores["exact_match"], f"{metric_key_prefix}_f1": scores["f1"]}
+        log.info("train: epoch %.2f: validation EM %.2f F1 %.2f", self.state.epoch or 0, scores["exact_match"], scores["f1"])
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class _EvalOnlyProgress(ProgressCallback):
+    """The usual progress bar, printing only the per-epoch scores (losses go to training_log.json)."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if logs and "eval_f1" in logs:
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+def _training_log(history: list[dict], base_model: str, precision: str, seconds: float) -> dict:
+    """The Trainer's log history reshaped into the loss and F1 curves (see the module doc)."""
+    train = [
+        {"step": h["step"], "epoch": h["epoch"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
+        for h in history
+        if "loss" in h
+    ]
+    evals = [
+        {"step": h["step"], "epoch": h["epoch"], "exact_match": h["eval_exact_match"], "f1": h["eval_f1"]}
+        for h in history
+        if "eval_f1" in h
+    ]
+    best = max(evals, key=lambda e: e["f1"], default=None)  # first of equals, as the Trainer keeps it
+    return {
+        "base_model": base_model,
+        "precision": precision,
+        "train_seconds": round(seconds, 2),
+        "best_epoch": best["epoch"] if best else None,
+        "best_f1": best["f1"] if best else None,
+        "train": train,
+        "eval": evals,
+    }
+
+
+def _model_card(base_model: str, stats: dict[str, int], cfg: TrainConfig, training_log: dict, parameters: int) -> str:
+    """README.md for the student folder: where it came from, on what data, with which settings."""
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: question-answering",
+        "tags: [distillqa, extractive-qa, squad]",
+        "---",
+        "",
+        "# distillqa student reader",
+        "",
+        f"An extractive question-answering reader ({parameters:,} parameters) fine-tuned by distillqa from "
+        f"`{base_model}` on question/answer pairs that a teacher LLM wrote about the user's documents.",
+        "Load it with `distillqa.reader.Reader.load(path)` or `AutoModelForQuestionAnswering.from_pretrained(path)`.",
+        "",
+        "## Data",
+        "",
+        "| split | questions | windows |",
+        "|---|---:|---:|",
+        f"| train | {stats['train_questions']} | {stats['train_windows']} |",
+        f"| validation | {stats['validation_questions']} | {stats['validation_windows']} |",
+        "",
+        f"Windows are {cfg.max_length} tokens with a {cfg.doc_stride}-token stride; a question can need several.",
+        "",
+        "## Training",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| epochs | {cfg.epochs} |",
+        f"| learning rate | {cfg.learning_rate} (linear decay, warmup ratio {cfg.warmup_ratio}) |",
+        f"| batch size | {cfg.batch_size} |",
+        f"| weight decay | {cfg.weight_decay} |",
+        f"| seed | {cfg.seed} |",
+        f"| precision | {training_log['precision']} |",
+        f"| seconds | {training_log['train_seconds']} |",
+        "",
+        "## Validation (SQuAD v1.1 exact match / F1, %)",
+        "",
+    ]
+    if training_log["eval"]:
+        lines += ["| epoch | exact match | F1 |", "|---:|---:|---:|"]
+        lines += [f"| {e['epoch']:g} | {e['exact_match']:.2f} | {e['f1']:.2f} |" for e in training_log["eval"]]
+        lines += ["", f"Kept: epoch {training_log['best_epoch']:g} (best F1)."]
+    else:
+        lines += ["No validation questions: not scored; the last epoch is kept."]
+    return "\n".join(lines) + "\n"
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put the finished folder `new` at `target`, replacing any previous one."""
+    old = target.parent / f".{target.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _training_args(cfg: TrainConfig, work: Path, precision: str, scored: bool, quiet: bool) -> TrainingArguments:
+    """Trainer settings: per-epoch scoring and keep-the-best when there is validation data."""
+    return TrainingArguments(
+        output_dir=str(work),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=32,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of all steps in transformers 5
+        logging_strategy="steps",
+        logging_steps=1 / LOG_POINTS,  # likewise a ratio
+        eval_strategy="epoch" if scored else "no",
+        save_strategy="best" if scored else "no",  # write a checkpoint only when F1 improves
+        save_only_model=True,
+        save_total_limit=1,
+        load_best_model_at_end=scored,
+        metric_for_best_model="f1" if scored else None,
+        greater_is_better=True,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        seed=cfg.seed,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=quiet,
+        report_to="none",
+    )
+
+
+def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg: TrainConfig, quiet: bool = False) -> dict:
+    """Fine-tune the student and save the best model to `output_dir`. Returns the stage summary."""
+    train_examples = squad_examples(load_squad(train_file))
+    if not train_examples:
+        raise DistillqaError(f"{train_file}: no training questions; see dataset_summary.json for why pairs were dropped")
+    validation = squad_examples(load_squad(validation_file))
+    model, tokenizer = load_base_student(cfg.student, cfg.seed)
+    base_model = cfg.student or "all-MiniLM-L6-v2 (bundled)"
+    features = prepare_train_features(train_examples, tokenizer, cfg.max_length, cfg.doc_stride)
+    stats = {
+        "train_questions": len(train_examples),
+        "train_windows": len(features),
+        "validation_questions": len(validation),
+        "validation_windows": len(
+            prepare_eval_features([e["question"] for e in validation], [e["context"] for e in validation], tokenizer, cfg.max_length, cfg.doc_stride)
+        ),
+    }
+    precision = _precision()
+    scored = bool(validation)
+    work = output_dir.parent / f".{output_dir.name}.work"
+    tmp = output_dir.parent / f".{output_dir.name}.tmp"
+    args = _training_args(cfg, work, precision, scored, quiet)
+    trainer = _SquadTrainer(
+        model=model,
+        args=args,
+        train_dataset=features,
+        eval_dataset=validation or None,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None if precision == "fp32" else 8),
+        processing_class=tokenizer,
+        window={"max_length": cfg.max_length, "doc_stride": cfg.doc_stride},
+        max_answer_length=cfg.max_answer_length,
+    )
+    if quiet:
+        trainer.remove_callback(PrinterCallback)
+    else:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_EvalOnlyProgress)
+    for stale in (work, tmp):
+        shutil.rmtree(stale, ignore_errors=True)
+    log.info("train: %d questions (%d windows), %s epochs, %s on %s", stats["train_questions"], stats["train_windows"], cfg.epochs, precision, args.device)
+    try:
+        with quiet_transformers():  # the Trainer's own bar stays; checkpoint-writing bars go
+            started = time.time()
+            trainer.train()
+            seconds = time.time() - started
+            trainer.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        training_log = _training_log(trainer.state.log_history, base_model, precision, seconds)
+        parameters = sum(p.numel() for p in trainer.model.parameters())
+        # plain writes: the whole folder is renamed into place only once complete
+        (tmp / "training_log.json").write_text(json.dumps(training_log, indent=2), encoding="utf-8")
+        (tmp / "README.md").write_text(_model_card(base_model, stats, cfg, training_log, parameters), encoding="utf-8")
+        _replace_dir(tmp, output_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "train_questions": stats["train_questions"],
+        "train_windows": stats["train_windows"],
+        "epochs": cfg.epochs,
+        "seconds": round(seconds, 1),
+        "best_f1": None if training_log["best_f1"] is None else round(training_log["best_f1"], 2),
+        "parameters": parameters,
+    }
+
+
+def run_stage(run: Run, cfg: Config) -> dict:
+    """The `train` stage: RUN/train.json + RUN/validation.json -> RUN/student/."""
+    run.require(TRAIN, VALIDATION)
+    return train_reader(run.path(TRAIN), run.path(VALIDATION), run.path(STUDENT), cfg.train, quiet=run.quiet)
