@@ -44,7 +44,7 @@ def run(tmp_path: Path) -> Run:
 def test_stage_runs_once_then_skips(run: Run):
     cfg = Config()
     assert run.run_stage(UPPER, cfg) == {"chars": 3}
-    assert run.path("b.txt").read_text() == "ABC" * 3
+    assert run.path("b.txt").read_text() == "ABC" * int(cfg.train.epochs)
     assert run.run_stage(UPPER, cfg)["skipped"] is True
     assert CALLS == ["upper"]
     rec = json.loads(run.path(MANIFEST).read_text())["stages"]["upper"]
@@ -57,7 +57,7 @@ def test_changed_input_or_setting_reruns(run: Run):
     run.run_stage(UPPER, cfg)
     run.path("a.txt").write_text("xyz")
     run.run_stage(UPPER, cfg)
-    assert run.path("b.txt").read_text() == "XYZ" * 3
+    assert run.path("b.txt").read_text() == "XYZ" * int(cfg.train.epochs)
     run.run_stage(UPPER, load_config(None, ["train.epochs=1"]))
     assert run.path("b.txt").read_text() == "XYZ"
     # a setting of another section does not rerun it
