@@ -38,6 +38,7 @@ from distillqa.config import RetrievalConfig
 from distillqa.console import track
 from distillqa.errors import DistillqaError
 from distillqa.io import read_json, read_jsonl, write_json, write_jsonl
+from distillqa.chunking import sentence_spans
 
 if TYPE_CHECKING:
     from bm25s import BM25
@@ -59,8 +60,6 @@ BUNDLED_EMBEDDER_NAME = "all-MiniLM-L6-v2 (bundled)"
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by whitespace and a capital,
 # digit or opening quote. Abbreviations ("e.g. The") may split a sentence in two, which is
 # harmless: sentences are only the units that passages are packed from.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
-_PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\s*\n\s*\n|\s*$)", re.S)
 _WORD = re.compile(r"\S+")
 _BM25_TOKEN = re.compile(r"\w+")
 
@@ -90,18 +89,6 @@ class Hit:
 
 
 # -- passages -------------------------------------------------------------------------------
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence; paragraph breaks always end a sentence."""
-    spans = []
-    for para in _PARAGRAPH.finditer(text):
-        start = para.start()
-        for cut in _SENTENCE_END.finditer(text, para.start(), para.end()):
-            spans.append((start, cut.start()))
-            start = cut.end()
-        spans.append((start, para.end()))
-    return [(s, e) for s, e in spans if e > s]
 
 
 def _units(text: str, count_tokens: Callable[[list[str]], list[int]], max_tokens: int) -> list[tuple[int, int, int]]:

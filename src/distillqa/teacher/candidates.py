@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from distillqa.chunking import sentence_spans
+
 # Answer kinds. The cloze fallback picks its wh-word from them; validation checks that a teacher
 # question about a date asks "when"/"what year", about a number "how many", and so on.
 PERSON, PLACE, DATE, NUMBER, MONEY, PERCENT, NAME, TERM, PHRASE = (
@@ -97,9 +99,6 @@ _VAGUE = frozenset(
     """important entire similar single major main different various certain particular whole large small
     great simple common general specific typical same basic key significant primary following further""".split()
 )
-_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt vs etc e.g i.e al fig no vol ca approx inc ltd co corp gen gov sen rev u.s".split()
-)
 
 
 @dataclass(frozen=True)
@@ -119,24 +118,6 @@ class Candidate:
     @property
     def start_in_sentence(self) -> int:
         return self.start - self.sentence_start
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence: split after . ! ? before a capital, skipping abbreviations."""
-    spans: list[tuple[int, int]] = []
-    start = 0
-    for m in re.finditer(r"[.!?][\"'”’)\]]*(\s+)(?=[\"“'(\[]?[A-Z0-9])|\n\s*\n", text):
-        end = m.start(1) if m.group(1) is not None else m.start()
-        if m.group(1) is not None:
-            word = re.search(r"([\w.]+)[.!?][\"'”’)\]]*$", text[start:end])
-            if word and (word.group(1).lower() in _ABBREVIATIONS or re.fullmatch(r"[A-Z]", word.group(1))):
-                continue  # "Dr. Smith", "J. Hutton": not a sentence end
-        if text[start:end].strip():
-            spans.append(_strip_span(text, start, end))
-        start = m.end()
-    if text[start:].strip():
-        spans.append(_strip_span(text, start, len(text)))
-    return spans
 
 
 def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
