@@ -186,8 +186,11 @@ def main() -> None:
     if not DEVSET.is_dir():
         raise SystemExit(f"error: {DEVSET} not found: the devset must be beside the checkout")
     cfg = load_config(None, ["generate.mode=both", *args.overrides])
-    results = [bench_article(DEVSET / f"{a}.pdf", args.work, cfg) for a in args.articles]
-    write_json(args.work / "devset_results.json", {"machine": machine(), "overrides": args.overrides, "results": results})
+    results = []
+    for article in args.articles:  # saved after each article, so a long run keeps what it measured
+        results.append(bench_article(DEVSET / f"{article}.pdf", args.work, cfg))
+        write_json(args.work / "devset_results.json", {"machine": machine(), "overrides": args.overrides, "results": results})
+        print(render(results[-1:]), flush=True)
     print(render(results))
 
 

@@ -119,7 +119,8 @@ def _ground_and_filter(
         for i, pair in enumerate(gen.get("pairs") or []):
             proposed += 1
             question, answer = str(pair.get("question") or ""), str(pair.get("answer") or "")
-            span, reason = ground_pair(answer, question, chunk, doc, cfg.dataset.fuzzy_threshold)
+            hint = pair.get("answer_start") if isinstance(pair.get("answer_start"), int) else 0
+            span, reason = ground_pair(answer, question, chunk, doc, cfg.dataset.fuzzy_threshold, hint)
             if span is None:
                 drop(reason, chunk["chunk_id"], question, answer)
                 continue
@@ -164,13 +165,18 @@ def page_of(pages: list[dict], offset: int) -> int:
     return pages[max(bisect_right(pages, offset, key=lambda p: p["start"]) - 1, 0)]["number"]
 
 
-def ground_pair(answer: str, question: str, chunk: dict, doc: dict, fuzzy_threshold: float) -> tuple[Span | None, str]:
+def ground_pair(
+    answer: str, question: str, chunk: dict, doc: dict, fuzzy_threshold: float, hint: int = 0
+) -> tuple[Span | None, str]:
     """Ground an answer in the chunk the teacher read, as a span of the document; else say why not.
+
+    `hint` is where in the chunk the answer was picked (answer-first and cloze pairs record it):
+    among repeated occurrences that fit the question equally, the one there wins.
 
     Falls back to the whole document (nearest the chunk, exact or normalized matches only: a fuzzy
     hit far from where the teacher looked is more likely a coincidence than the answer).
     """
-    span, reason = ground_with_reason(answer, chunk["text"], 0, fuzzy_threshold, question=question)
+    span, reason = ground_with_reason(answer, chunk["text"], hint, fuzzy_threshold, question=question)
     if span is not None:
         return Span(chunk["start"] + span.start, chunk["start"] + span.end, span.match), reason
     if reason == "empty":
