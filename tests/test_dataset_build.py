@@ -341,3 +341,17 @@ def test_validation_chunk_counts(n, fraction, expected):
     chosen = choose_validation_chunks(ids, fraction, seed=42)
     assert len(chosen) == expected and chosen <= set(ids)
     assert chosen == choose_validation_chunks(ids, fraction, seed=42)
+
+
+def test_recorded_answer_offset_picks_among_repeated_spans():
+    """An answer picked at a known place (answer-first/cloze) is grounded there, not at its twin."""
+    from distillqa.dataset.build import ground_pair
+
+    text = "The red door opened at noon. Later the red door closed at dusk."
+    chunk = {"text": text, "start": 100}
+    doc = {"text": "x" * 100 + text}
+    later = text.rindex("red door")
+    span, _ = ground_pair("red door", "What was painted?", chunk, doc, 90.0, hint=later)
+    assert span is not None and span.start == 100 + later
+    span, _ = ground_pair("red door", "What was painted?", chunk, doc, 90.0)
+    assert span is not None and span.start == 100 + text.index("red door")
