@@ -106,7 +106,11 @@ def render_markdown(r: dict, curve: bool) -> str:
         f"- dropped by reason: {ds['dropped']}",
         f"- train / validation questions: {ds['train']['questions']} / {ds['validation']['questions']}"
         f" (split by chunk: {ds['train']['chunks']} / {ds['validation']['chunks']} chunks)",
-        f"- teacher parse failure rate: {gen.get('parse_failure_rate')}",
+        "- teacher outputs per route (attempts, parse failures, rejected by checks): "
+        + (", ".join(
+            f"{name}: {r['attempts']}, {r['parse_failures']}, {r['rejected']}"
+            for name, r in gen.get("routes", {}).items() if r.get("attempts")
+        ) or "none"),
         "",
         "## Student",
         "",
@@ -123,7 +127,7 @@ def render_markdown(r: dict, curve: bool) -> str:
     ]
     if curve:
         lines += ["## Training curve", "", f"![training curve]({CURVE})", ""]
-    lines += ["## Stage timings (s)", "", *[f"- {k}: {_fmt(v)}" for k, v in r["stage_seconds"].items()], ""]
+    lines += ["## Stage timings (s)", "", *[f"- {k}: {_fmt(v)}" for k, v in r["stage_seconds"].items() if v is not None], ""]
     return "\n".join(lines)
 
 
