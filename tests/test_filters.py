@@ -115,3 +115,11 @@ def test_dropped_questions_are_not_remembered():
     f = PairFilter(DatasetConfig())
     assert f.check("Is granite the rock that cools slowly?", "Granite", PASSAGE, "doc-1").reason == "answer_in_question"
     assert f.check("Is granite the rock that cools slowly?", "an intrusive igneous rock", PASSAGE, "doc-1").reason is None
+
+
+def test_similar_questions_with_different_answers_are_both_kept():
+    """Clozes of one sentence look alike but teach different spans: not near-duplicates."""
+    f = PairFilter(DatasetConfig())
+    assert f.check("Who built the harbour light in 1854?", "Margaret Hale", "", "d").reason is None
+    assert f.check("When did Margaret Hale build the harbour light?", "1854", "", "d").reason is None
+    assert f.check("Who was it that built the harbour light in 1854?", "Margaret Hale", "", "d").reason == "near_duplicate"

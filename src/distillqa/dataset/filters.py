@@ -16,6 +16,7 @@ from rapidfuzz import fuzz, process
 
 from distillqa.config import DatasetConfig
 from distillqa.dataset.grounding import STOPWORDS, words
+from distillqa.evaluate import normalize_answer
 
 _WH_WORDS = frozenset("what which who whom whose when where why how".split())
 _AUX_VERBS = frozenset(
@@ -101,16 +102,17 @@ class Verdict:
 class PairFilter:
     """Applies every rule in order and remembers kept questions to catch later duplicates.
 
-    Near-duplicates are only looked for among earlier kept questions of the same document (the
-    same question about two documents is not redundant); see `_near_duplicate` for how this stays
-    fast on ~10k pairs.
+    Near-duplicates are only looked for among earlier kept questions of the same document with
+    the same answer: the same question about two documents is not redundant, and two similar
+    questions with different answers (clozes of one sentence, say) teach different spans. See
+    `_near_duplicate` for how this stays fast on ~10k pairs.
     """
 
     def __init__(self, cfg: DatasetConfig):
         self.cfg = cfg
         self._seen_keys: set[str] = set()
-        self._kept: dict[str, list[str]] = defaultdict(list)  # doc_id -> keys of kept questions
-        # doc_id -> content word -> positions in _kept[doc_id] of the questions using it
+        self._kept: dict[str, list[str]] = defaultdict(list)  # scope -> keys of kept questions
+        # scope -> content word -> positions in _kept[scope] of the questions using it
         self._by_word: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
 
     def check(self, question: str, answer: str, passage: str, doc_id: str) -> Verdict:
@@ -119,13 +121,14 @@ class PairFilter:
         `passage` is the text the question must not copy `copied_span_words` words of: the build
         passes the training context without the answer's own sentence.
         """
-        reason = self._reason(question, answer, passage, doc_id)
+        scope = f"{doc_id}\x00{normalize_answer(answer)}"
+        reason = self._reason(question, answer, passage, scope)
         cleaned = as_question(question) or question.strip()
         if reason is None:
-            self._remember(cleaned, doc_id)
+            self._remember(cleaned, scope)
         return Verdict(cleaned, reason)
 
-    def _reason(self, question: str, answer: str, passage: str, doc_id: str) -> str | None:
+    def _reason(self, question: str, answer: str, passage: str, scope: str) -> str | None:
         cfg = self.cfg
         if is_placeholder(question, answer):
             return "placeholder"
@@ -146,29 +149,29 @@ class PairFilter:
         key = question_key(cleaned)
         if key in self._seen_keys:
             return "duplicate"
-        if self._near_duplicate(key, doc_id):
+        if self._near_duplicate(key, scope):
             return "near_duplicate"
         return None
 
-    def _near_duplicate(self, key: str, doc_id: str) -> bool:
+    def _near_duplicate(self, key: str, scope: str) -> bool:
         """Is `key` within `near_duplicate_threshold` (token-set similarity) of an earlier kept question?
 
-        Only kept questions of the same document sharing a content word with `key` (or having
+        Only kept questions of the same scope (document and answer) sharing a content word with `key` (or having
         none) are compared: with no content word in common two questions rarely reach a high
         token-set score, and skipping them avoids an all-pairs comparison.
         """
-        kept = self._kept[doc_id]
-        index = self._by_word[doc_id]
+        kept = self._kept[scope]
+        index = self._by_word[scope]
         candidates = [kept[i] for i in sorted({i for w in _index_words(key) | {""} for i in index.get(w, ())})]
         hit = process.extractOne(
             key, candidates, scorer=fuzz.token_set_ratio, score_cutoff=self.cfg.near_duplicate_threshold
         )
         return hit is not None
 
-    def _remember(self, question: str, doc_id: str) -> None:
+    def _remember(self, question: str, scope: str) -> None:
         key = question_key(question)
         self._seen_keys.add(key)
-        kept = self._kept[doc_id]
+        kept = self._kept[scope]
         for word in _index_words(key):
-            self._by_word[doc_id][word].append(len(kept))
+            self._by_word[scope][word].append(len(kept))
         kept.append(key)
