@@ -17,7 +17,7 @@ from distillqa.config import Config
 from distillqa.console import track
 from distillqa.dataset.filters import PairFilter
 from distillqa.dataset.grounding import Span, fold, ground_with_reason
-from distillqa.dataset.squad import choose_validation_chunks, count, keep_contexts_apart, squad_dataset
+from distillqa.dataset.squad import choose_separable_validation, count, squad_dataset
 from distillqa.errors import DistillqaError
 from distillqa.io import read_jsonl, write_json, write_jsonl
 from distillqa.run import CHUNKS, DATASET_SUMMARY, DOCUMENTS, GENERATIONS, QA, TRAIN, VALIDATION, Run
@@ -40,8 +40,9 @@ def run_stage(run: Run, cfg: Config) -> dict:
 
     kept_chunks = {r["chunk_id"] for r in records}
     chunk_order = [c for c in chunks if c in kept_chunks]
-    validation_chunks = choose_validation_chunks(chunk_order, cfg.dataset.validation_fraction, cfg.dataset.seed)
-    validation_chunks = keep_contexts_apart(records, validation_chunks, docs)
+    validation_chunks = choose_separable_validation(
+        records, chunk_order, cfg.dataset.validation_fraction, cfg.dataset.seed, docs
+    )
     train = squad_dataset([r for r in records if r["chunk_id"] not in validation_chunks], docs)
     validation = squad_dataset([r for r in records if r["chunk_id"] in validation_chunks], docs)
 

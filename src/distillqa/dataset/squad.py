@@ -11,18 +11,46 @@ import random
 from collections import defaultdict
 
 
-def choose_validation_chunks(chunk_ids: list[str], fraction: float, seed: int) -> set[str]:
-    """A seeded random `fraction` of the chunks; train always gets one, validation one when there are two.
+def validation_size(n_chunks: int, fraction: float) -> int:
+    """How many chunks go to validation: train always gets one, validation one when there are two.
 
     `fraction` 0 means no validation set at all.
     """
-    n = len(chunk_ids)
-    n_validation = min(round(n * fraction), n - 1)
-    if n >= 2 and fraction > 0:
+    n_validation = min(round(n_chunks * fraction), n_chunks - 1)
+    if n_chunks >= 2 and fraction > 0:
         n_validation = max(n_validation, 1)
+    return max(n_validation, 0)
+
+
+def seeded_order(chunk_ids: list[str], seed: int) -> list[str]:
     order = list(chunk_ids)
     random.Random(seed).shuffle(order)
-    return set(order[: max(n_validation, 0)])
+    return order
+
+
+def choose_validation_chunks(chunk_ids: list[str], fraction: float, seed: int) -> set[str]:
+    """A seeded random `fraction` of the chunks (see `validation_size`)."""
+    return set(seeded_order(chunk_ids, seed)[: validation_size(len(chunk_ids), fraction)])
+
+
+def choose_separable_validation(
+    records: list[dict], chunk_ids: list[str], fraction: float, seed: int, docs: dict[str, dict]
+) -> set[str]:
+    """Validation chunks in seeded order, skipping any whose contexts would also be in train.
+
+    Overlapping chunks often share a context window; taking the first `fraction` at random and
+    then moving clashing ones to train can empty the validation set of a short document, so
+    chunks are tried one by one until the target count is reached.
+    """
+    target = validation_size(len(chunk_ids), fraction)
+    validation: set[str] = set()
+    for chunk_id in seeded_order(chunk_ids, seed):
+        if len(validation) >= target:
+            break
+        trial = keep_contexts_apart(records, validation | {chunk_id}, docs)
+        if chunk_id in trial and len(trial) > len(validation):
+            validation = trial
+    return validation
 
 
 def context_of(record: dict, docs: dict[str, dict]) -> str:
