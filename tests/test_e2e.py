@@ -51,6 +51,6 @@ def test_run_then_ask(tmp_path: Path):
     assert best["passage"][best["start"]:best["end"]] == best["answer"]
     assert best["page"] == 1
 
-    res = _cli("evaluate", str(run), str(run / "validation.json"), "--json", cwd=tmp_path)
+    res = _cli("evaluate", str(run), str(run / "train.json"), "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert 0 <= json.loads(res.stdout)["f1"] <= 100
