@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,7 @@ def _training_args(cfg: TrainConfig, work: Path, precision: str, scored: bool, q
         fp16=precision == "fp16",
         seed=cfg.seed,
         dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=quiet,
+        disable_tqdm=quiet or not sys.stderr.isatty(),  # no bar spam in logs and pipes
         report_to="none",
     )
 
