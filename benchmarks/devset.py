@@ -170,8 +170,8 @@ def bench_article(pdf: Path, work: Path, cfg: Config) -> dict:
     seed_summary = json.loads(seed.path("seed_summary.json").read_text())
     if seed.path(STUDENT).exists():
         rows["seed method"] = {**score_reader(Reader.load(seed.path(STUDENT), **window), examples), "pairs": seed_summary["pairs"]}
-    else:
-        rows["seed method"] = {"exact_match": 0.0, "f1": 0.0, "n": len(examples), "pairs": 0}
+    else:  # no parseable output at all: there is no student to score
+        rows["seed method"] = {"exact_match": None, "f1": None, "n": len(examples), "pairs": 0}
     rows["seed method"]["parse_failures"] = f"{seed_summary['parse_failures']}/{seed_summary['chunks']}"
     return {"article": pdf.stem, "questions": len(examples), "generate_seconds": generate_seconds,
             "seconds": round(time.time() - started, 1), "rows": rows}
@@ -182,7 +182,11 @@ def main() -> None:
     parser.add_argument("--articles", nargs="*", default=["geology", "1973_oil_crisis", "pharmacy"])
     parser.add_argument("--work", type=Path, default=Path("runs/devset"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    parser.add_argument("--render", action="store_true", help="only print the table of WORK/devset_results.json")
     args = parser.parse_args()
+    if args.render:
+        print(render(json.loads((args.work / "devset_results.json").read_text())["results"]))
+        return
     if not DEVSET.is_dir():
         raise SystemExit(f"error: {DEVSET} not found: the devset must be beside the checkout")
     cfg = load_config(None, ["generate.mode=both", *args.overrides])
@@ -207,9 +211,12 @@ def render(results: list[dict]) -> str:
     ]
     for res in results:
         for name, row in res["rows"].items():
+            if row.get("pairs") == 0:  # nothing to train on: no student, no score
+                row = {**row, "exact_match": None, "f1": None}
+            em, f1 = (f"{row[k]:.1f}" if row[k] is not None else "-" for k in ("exact_match", "f1"))
             lines.append(
                 f"| {res['article']} ({res['questions']} q) | {name} | {row.get('pairs', '-')} | "
-                f"{row['exact_match']:.1f} | {row['f1']:.1f} | {row.get('recall_at_k', '-')} | {row.get('e2e_f1', '-')} |"
+                f"{em} | {f1} | {row.get('recall_at_k', '-')} | {row.get('e2e_f1', '-')} |"
             )
     return "\n".join(lines)
 
