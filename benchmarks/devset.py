@@ -37,7 +37,7 @@ from distillqa.evaluate import load_squad, score_examples, score_reader
 from distillqa.io import read_jsonl, write_json, write_jsonl
 from distillqa.qa_features import squad_examples
 from distillqa.reader import Reader
-from distillqa.run import CHUNKS, DOCUMENTS, GENERATIONS, INDEX, STAGE_BY_NAME, STUDENT, Run
+from distillqa.run import CHUNKS, DOCUMENTS, GENERATIONS, STAGE_BY_NAME, STUDENT, Run
 from distillqa.teacher.base import GenerationRequest, load_teacher
 from distillqa.train import load_base_student, train_reader
 
@@ -129,8 +129,7 @@ def end_to_end(base: Run, student: Path, gold: dict) -> dict:
     """Question alone: retrieval recall@k and the F1 of retrieval + the given student."""
     from distillqa.ask import Asker
 
-    asker = Asker(base.root)
-    asker.reader = Reader.load(student)
+    asker = Asker(base.root, model_dir=student)
     examples = squad_examples(gold)
     hits = 0
     predictions = {}

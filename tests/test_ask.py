@@ -262,3 +262,11 @@ def test_cli_errors_are_one_line(run_dir: Path, tmp_path: Path, args: list[str],
 def test_ask_command_prints_json(run_dir: Path, capsys):
     ask_command(run_dir, "What grows in the orchard?", top_k=2, as_json=True)
     check_answers(json.loads(capsys.readouterr().out)["answers"], 2, {"harbour.txt": HARBOUR, "orchard.md": ORCHARD})
+
+
+def test_asker_can_read_with_another_student(run_dir: Path, tmp_path: Path):
+    """The run's index with a student from elsewhere (the devset benchmark compares several)."""
+    other = tiny_reader(tmp_path / "other")
+    asker = Asker(run_dir, model_dir=other)
+    assert asker.model_dir == other
+    check_answers(asker.ask("Who built the harbour light?", top_k=2), 2, {"harbour.txt": HARBOUR, "orchard.md": ORCHARD})

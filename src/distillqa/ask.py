@@ -132,7 +132,8 @@ def rank_answers(
 class Asker:
     """A run's passage index and student reader, loaded once, answering questions."""
 
-    def __init__(self, run_dir: Path, device: str | None = None):
+    def __init__(self, run_dir: Path, device: str | None = None, model_dir: Path | None = None):
+        """`model_dir` reads with another student than the run's own (benchmarks compare several)."""
         from distillqa.reader import Reader, resolve_model_dir
 
         self.run_dir = Path(run_dir)
@@ -141,7 +142,7 @@ class Asker:
         index_dir = self.run_dir / INDEX
         if not (index_dir / META).is_file():
             raise DistillqaError(f"{index_dir}: no passage index: run `distillqa index {self.run_dir}` first")
-        self.model_dir = resolve_model_dir(self.run_dir)
+        self.model_dir = resolve_model_dir(self.run_dir if model_dir is None else Path(model_dir))
         self.index = PassageIndex.load(index_dir)
         self.reader: Reader = Reader.load(self.model_dir, device=device)
         # One question at a time: HF tokenizers raise "Already borrowed" when two threads share one.

@@ -36,16 +36,27 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 @contextmanager
-def _errors(created: Path | None = None):
-    """Turn known errors into one line and a non-zero exit; remove a run folder this call created."""
+def _errors():
+    """Turn known errors into one line and a non-zero exit."""
     try:
         yield
     except DistillqaError as e:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+
+
+@contextmanager
+def _removed_on_failure(folder: Path):
+    """Remove `folder` when this call creates it and fails before any stage finished, so a failed
+    first command leaves nothing half-written. Set `state["keep"] = True` once output is real."""
+    state = {"keep": folder.exists()}
+    try:
+        yield state
+    except BaseException:
+        if not state["keep"]:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _open_run(root: Path, config: Path | None, overrides: list[str] | None, quiet: bool, must_exist: bool = True):
@@ -71,7 +82,7 @@ def _stage(name: str, root: Path, config: Path | None, overrides: list[str] | No
 
 
 def _start_run(paths: list[str], out: Path, config, overrides, quiet, pdf_password, skip_bad):
-    """Resolve input paths, create the run folder and record inputs. Returns (run, cfg, created)."""
+    """Resolve input paths, create the run folder and record inputs. Returns (run, cfg)."""
     from distillqa.ingest import expand_paths
     from distillqa.run import Run
 
@@ -81,14 +92,13 @@ def _start_run(paths: list[str], out: Path, config, overrides, quiet, pdf_passwo
     if skip_bad:
         extra.append("ingest.skip_bad=true")
     files = expand_paths(paths)
-    created = None if out.exists() else out
     run = Run(out, quiet=quiet)
     cfg = run.config(config, extra)
     out.mkdir(parents=True, exist_ok=True)
     run.save_config(cfg)
     run.set_inputs(files)
     run.setup_logging()
-    return run, cfg, created
+    return run, cfg
 
 
 PathsArg = Annotated[list[str], typer.Argument(help="Files, folders (searched recursively) or globs.")]
@@ -113,15 +123,9 @@ def ingest(
     from distillqa.console import print_summary
     from distillqa.run import STAGE_BY_NAME
 
-    created = None
-    try:
-        with _errors():
-            run, cfg, created = _start_run(paths, out, config, set_, quiet, pdf_password, skip_bad)
-            summary = run.run_stage(STAGE_BY_NAME["ingest"], cfg, force=force)
-    except typer.Exit:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
+    with _removed_on_failure(out), _errors():
+        run, cfg = _start_run(paths, out, config, set_, quiet, pdf_password, skip_bad)
+        summary = run.run_stage(STAGE_BY_NAME["ingest"], cfg, force=force)
     if not quiet:
         print_summary("ingest", summary)
 
@@ -159,21 +163,15 @@ def run_all(
 
     if until is not None and until not in STAGE_BY_NAME:
         _fail(f"unknown stage {until!r}: choose from {', '.join(STAGE_BY_NAME)}")
-    created = None
-    try:
-        with _errors():
-            run, cfg, created = _start_run(paths, out, config, set_, quiet, pdf_password, skip_bad)
-            for stage in STAGES:
-                summary = run.run_stage(stage, cfg)
-                created = None  # something real exists now: keep the folder on later failures
-                if not quiet:
-                    print_summary(stage.name, summary)
-                if stage.name == until:
-                    break
-    except typer.Exit:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
+    with _removed_on_failure(out) as folder, _errors():
+        run, cfg = _start_run(paths, out, config, set_, quiet, pdf_password, skip_bad)
+        for stage in STAGES:
+            summary = run.run_stage(stage, cfg)
+            folder["keep"] = True  # something real exists now: keep the folder on later failures
+            if not quiet:
+                print_summary(stage.name, summary)
+            if stage.name == until:
+                break
     if not quiet:
         from distillqa.console import print_run_done
 
