@@ -113,13 +113,14 @@ def pair_set(run_dir: Path) -> set[tuple[str, str, str, str]]:
     }
 
 
-def check_resume(killed: Path, clean: Path, cmd_for) -> None:
+def check_resume(killed: Path, clean: Path, cmd_for, min_lines: int = 2) -> None:
     generations = killed / GENERATIONS
-    kill_when_started(cmd_for(killed), generations)
+    kill_when_started(cmd_for(killed), generations, min_lines)
     before_restart = generations.read_bytes()
     complete = before_restart[: before_restart.rfind(b"\n") + 1]
     done_before = [json.loads(line)["chunk_id"] for line in complete.decode().splitlines()]
     assert done_before, "nothing finished before the kill"
+    assert len(done_before) < lines(killed / CHUNKS), "every chunk finished before the kill: nothing was resumed"
     finish(cmd_for(killed))
     finish(cmd_for(clean))
 
@@ -155,15 +156,16 @@ def test_sigkill_and_resume_with_the_bundled_teacher(tmp_path: Path) -> None:
     source.write_text("\n\n".join(PARAGRAPHS) + "\n", encoding="utf-8")
     cli = str(Path(sys.executable).parent / "distillqa")
     killed = tmp_path / "killed"
-    settings = ["--set", "chunk.max_tokens=64", "--set", "chunk.overlap_tokens=0", "--set", "generate.answers_per_chunk=2",
-                "--set", "generate.retries=1", "--set", "generate.max_chunks=5"]
+    # one paragraph a chunk, so a fast machine still has chunks left to do when the first line appears
+    settings = ["--set", "chunk.max_tokens=40", "--set", "chunk.overlap_tokens=0", "--set", "generate.answers_per_chunk=2",
+                "--set", "generate.retries=1"]
     finish([cli, "ingest", str(source), "--out", str(killed), "-q", *settings])
     finish([cli, "chunk", str(killed), "-q"])
-    assert len(read_jsonl(killed / CHUNKS)) >= 4
+    assert len(read_jsonl(killed / CHUNKS)) == len(PARAGRAPHS)
     clean = tmp_path / "clean"
     shutil.copytree(killed, clean)
 
     def cmd_for(run_dir: Path) -> list[str]:
         return [cli, "generate", str(run_dir), "-q"]
 
-    check_resume(killed, clean, cmd_for)
+    check_resume(killed, clean, cmd_for, min_lines=1)
