@@ -1,15 +1,13 @@
 """Retrieval latency over 100k passages and index load time for 10k passages.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/retrieval.py [--passages 100000] [--queries 200] [--torch-threads N]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/retrieval.py [--passages 100000] [--queries 200] [--sentence-transformers]
 
 Passages are random sentences over a Zipf-distributed pseudo-word vocabulary, so BM25 has
 realistic posting lists. Their embeddings are random normalised vectors, not MiniLM's: embedding
 100k passages would take most of an hour on a CPU and does not change search cost (a 100k x 384
-float32 matrix-vector product either way). Queries are embedded with the real bundled MiniLM, and
-latency is reported with and without that step. Targets: < 20 ms per query, load < 1 s.
-On a machine whose cores are busy with other work, torch's default of one thread per core can
-make the query embedding 10x slower (its threads wait for each other); `--torch-threads 1` shows
-the difference.
+float32 matrix-vector product either way). Queries are embedded with the real bundled MiniLM,
+exported to ONNX as `distillqa index` does (`--sentence-transformers`: with the torch fallback),
+and latency is reported with and without that step. Targets: < 20 ms per query, load < 1 s.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from distillqa.config import RetrievalConfig
-from distillqa.retrieval import Passage, PassageIndex, bm25_tokens, load_embedder
+from distillqa.retrieval import Passage, PassageIndex, bm25_tokens
 
 WORDS_PER_PASSAGE = 150  # ~200 MiniLM tokens, the default passage size
 VOCABULARY = 30_000
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-passages", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--torch-threads", type=int, help="torch.set_num_threads for the query embedding (default: torch's choice)"
+        "--sentence-transformers", action="store_true", help="embed queries with sentence-transformers, not the ONNX export"
     )
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
@@ -103,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- load time: 10k passages, before anything imports torch or sentence-transformers --------
     small, _ = build_index(passages[: args.load_passages], rng)
+    small.cfg = small.cfg.model_copy(update={"onnx_query_encoder": False})  # its load is timed below, apart
     with tempfile.TemporaryDirectory() as tmp:
         small.save(Path(tmp) / "index")
         size_mb = sum(f.stat().st_size for f in (Path(tmp) / "index").rglob("*") if f.is_file()) / 1e6
@@ -118,24 +117,25 @@ def main(argv: list[str] | None = None) -> int:
         f"first {loads[0]:.3f} s, median of 5 {statistics.median(loads):.3f} s (target < 1 s)"
         f"{'' if torch_loaded else '; torch was not imported'}"
     )
-    started = time.perf_counter()
-    import sentence_transformers  # noqa: F401  (timed apart from the model files)
-
-    imported = time.perf_counter() - started
-    started = time.perf_counter()
-    load_embedder(None)
-    if args.torch_threads:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
-    print(f"embedder (bundled MiniLM), on the first query: import {imported:.2f} s + load {time.perf_counter() - started:.2f} s")
-
-    # -- search latency over the full index ----------------------------------------------------
+    # -- search latency over the full index, saved and loaded as `ask` and `serve` do --------
     index, bm25_seconds = build_index(passages, rng)
-    print(
-        f"index: {len(index)} passages; BM25 built in {bm25_seconds:.1f} s; "
-        "dense part = RANDOM normalised vectors (fast to build; same search cost as real ones)"
-    )
+    index.cfg = index.cfg.model_copy(update={"onnx_query_encoder": not args.sentence_transformers})
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        index.save(Path(tmp) / "index")
+        saved = time.perf_counter() - started
+        index = PassageIndex.load(Path(tmp) / "index")
+        started = time.perf_counter()
+        encoder = index.query_encoder
+        print(
+            f"index: {len(index)} passages; BM25 built in {bm25_seconds:.1f} s; saved in {saved:.1f} s "
+            "(includes the ONNX export); dense part = RANDOM normalised vectors (same search cost as real ones)\n"
+            f"query encoder {type(encoder).__name__} loaded on the first query in {time.perf_counter() - started:.2f} s"
+        )
+        return _search_latency(index, vocab, probs, args, rng)
+
+
+def _search_latency(index: PassageIndex, vocab: list[str], probs: np.ndarray, args: argparse.Namespace, rng: np.random.Generator) -> int:
     queries = [" ".join(vocab[w] for w in rng.choice(VOCABULARY, size=rng.integers(3, 8), p=probs)) for _ in range(args.queries)]
     vectors = {q: index.embed_query(q) for q in queries}  # also warms the model up
     k, depth = 10, index.cfg.candidates
@@ -146,19 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     fused = timed(lambda q: index.search(q, k, query_vector=vectors[q]), queries)
     full = timed(lambda q: index.search(q, k), queries)
 
-    print(f"{args.queries} queries, k={k}, {depth} candidates per retriever, torch threads {_torch_threads()}:")
+    print(f"{args.queries} queries, k={k}, {depth} candidates per retriever:")
     print(f"  query embedding (MiniLM)         {percentiles(embed)}")
     print(f"  BM25 ranking                     {percentiles(bm25)}")
     print(f"  dense ranking (matrix-vector)    {percentiles(dense)}")
     print(f"  search without query embedding   {percentiles(fused)}")
     print(f"  search with query embedding      {percentiles(full)}   (target < 20 ms)")
     return 0
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from distillqa.retrieval import (
     EMBEDDINGS,
     META,
     PASSAGES,
+    QUERY_ENCODER_DIR,
     PassageIndex,
+    load_embedder,
     bm25_tokens,
     make_passages,
     page_at,
@@ -161,9 +163,10 @@ def index(run_dir: Path) -> PassageIndex:
 
 def test_index_stage_writes_its_files(run_dir: Path):
     folder = run_dir / "index"
-    for name in (META, PASSAGES, EMBEDDINGS, BM25_DIR):
+    for name in (META, PASSAGES, EMBEDDINGS, BM25_DIR, QUERY_ENCODER_DIR):
         assert (folder / name).exists(), name
     meta = json.loads((folder / META).read_text())
+    assert meta["query_encoder"] == "onnxruntime"
     assert "MiniLM" in meta["embedder"] and meta["config"]["embedder"] is None
     assert meta["config"]["passage_tokens"] == 40 and meta["config"]["rrf_k"] == 60
     emb = np.load(folder / EMBEDDINGS)
@@ -221,18 +224,62 @@ def test_save_load_round_trip(index: PassageIndex, tmp_path: Path):
         assert again.search(query, k=3) == index.search(query, k=3)
 
 
-def test_load_reads_files_only_and_embeds_lazily(index: PassageIndex, tmp_path: Path):
-    """An index whose embedder cannot load still loads, and BM25 still works: the model is only
-    loaded when a query has to be embedded."""
-    folder = tmp_path / "other"
-    index.save(folder)
+def _point_embedder_nowhere(folder: Path) -> None:
     meta = json.loads((folder / META).read_text())
-    meta["config"]["embedder"] = str(tmp_path / "no-such-model")
+    meta["config"]["embedder"] = str(folder / "no-such-model")
     (folder / META).write_text(json.dumps(meta))
+
+
+def test_load_reads_files_only_and_embeds_lazily(index: PassageIndex, tmp_path: Path):
+    """Without the ONNX export, an index whose embedder cannot load still loads, and BM25 still
+    works: the model is only loaded when a query has to be embedded."""
+    folder = tmp_path / "other"
+    PassageIndex(index.passages, list(index.documents.values()), index.embeddings, index.bm25,
+                 index.cfg.model_copy(update={"onnx_query_encoder": False})).save(folder)
+    assert not (folder / QUERY_ENCODER_DIR).exists()
+    assert json.loads((folder / META).read_text())["query_encoder"] == "sentence-transformers"
+    _point_embedder_nowhere(folder)
     lazy = PassageIndex.load(folder)
     assert lazy.bm25_ranking("reefs Sisters", depth=1)
     with pytest.raises(DistillqaError, match="cannot load embedder"):
         lazy.search("reefs", k=1)
+
+
+def test_the_exported_query_encoder_needs_no_embedder(index: PassageIndex, tmp_path: Path):
+    folder = tmp_path / "exported"
+    index.save(folder)
+    _point_embedder_nowhere(folder)
+    again = PassageIndex.load(folder)
+    assert "feline slept" in again.search("Where did the cat nap?", k=1)[0].passage.text
+
+
+def test_onnx_query_vectors_equal_sentence_transformers_vectors(index: PassageIndex):
+    from distillqa.query_encoder import OnnxQueryEncoder
+
+    assert isinstance(index.query_encoder, OnnxQueryEncoder)
+    texts = ["cat", "Who built the harbour light in 1854?", "word " * 400]  # padded, and truncated at 256
+    expected = load_embedder(None).encode(texts, normalize_embeddings=True)
+    got = index.query_encoder.encode(texts)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.allclose(index.embed_query(texts[1]), expected[1], atol=1e-5)
+
+
+def test_a_failed_export_warns_and_falls_back(index: PassageIndex, tmp_path: Path, monkeypatch, caplog):
+    import distillqa.query_encoder
+
+    def broken(model, directory):
+        directory.mkdir(parents=True)
+        (directory / "model.onnx").write_text("half written")
+        raise RuntimeError("exporter exploded\nwith details")
+
+    monkeypatch.setattr(distillqa.query_encoder, "export", broken)
+    folder = tmp_path / "fallback"
+    index.save(folder)
+    assert "ONNX export of the embedder failed (exporter exploded)" in caplog.text
+    assert not (folder / QUERY_ENCODER_DIR).exists()
+    again = PassageIndex.load(folder)
+    assert "feline slept" in again.search("Where did the cat nap?", k=1)[0].passage.text
 
 
 def test_load_errors_are_one_line(tmp_path: Path):

@@ -13,9 +13,11 @@ what the reader sees. English averages ~1.3 word pieces per word, so a word coun
 
 On disk (`RUN/index/`): `meta.json` (format, embedder, config), `passages.jsonl`,
 `documents.json` (titles and page offsets, for citing an answer's page), `embeddings.npy`
-(float32, one normalised row per passage) and `bm25/` (bm25s's own files). Loading reads only
-these files; the embedder is loaded on the first query that needs it, because loading the
-model takes longer than loading the whole index.
+(float32, one normalised row per passage), `bm25/` (bm25s's own files) and `query_encoder/`
+(the embedder exported to ONNX, see `distillqa.query_encoder`). Loading reads only the first
+five; the query encoder is loaded on the first query that needs it, because loading a model takes
+longer than loading the whole index. Without `query_encoder/` (export off or failed, or
+onnxruntime missing) questions are embedded with sentence-transformers, ~4x slower.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import re
 import shutil
 import tempfile
 import threading
+from importlib.util import find_spec
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ from distillqa.console import track
 from distillqa.errors import DistillqaError
 from distillqa.io import read_json, read_jsonl, write_json, write_jsonl
 from distillqa.chunking import sentence_spans
+from distillqa import query_encoder
 
 if TYPE_CHECKING:
     from bm25s import BM25
@@ -55,6 +59,7 @@ PASSAGES = "passages.jsonl"
 DOCUMENTS = "documents.json"
 EMBEDDINGS = "embeddings.npy"
 BM25_DIR = "bm25"
+QUERY_ENCODER_DIR = "query_encoder"
 BUNDLED_EMBEDDER_NAME = "all-MiniLM-L6-v2 (bundled)"
 
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by whitespace and a capital,
@@ -236,6 +241,34 @@ def _token_counter(model: SentenceTransformer) -> Callable[[list[str]], list[int
     return count
 
 
+class _SentenceTransformerEncoder:
+    """The embedder itself as a query encoder: the fallback when there is no ONNX export."""
+
+    def __init__(self, name: str | None):
+        self.model = load_embedder(name)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        with _ENCODE_LOCK:
+            vectors = self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return vectors.astype(np.float32, copy=False)
+
+
+def _export_query_encoder(name: str | None, directory: Path) -> bool:
+    """Export the embedder for fast query embedding; on any failure warn and go on without it
+    (the index still works, questions are embedded by sentence-transformers)."""
+    missing = [m for m in ("onnxruntime", "onnxscript") if not find_spec(m)]
+    if missing:
+        log.warning("retrieval: %s not installed: questions will be embedded with sentence-transformers (slower)", " and ".join(missing))
+        return False
+    try:
+        query_encoder.export(load_embedder(name), directory)
+    except Exception as e:  # noqa: BLE001 - an exporter failure must not lose the index built so far
+        shutil.rmtree(directory, ignore_errors=True)
+        log.warning("retrieval: ONNX export of the embedder failed (%s): questions will be embedded with sentence-transformers (slower)", str(e).splitlines()[0][:200])
+        return False
+    return True
+
+
 # -- the index ------------------------------------------------------------------------------
 
 
@@ -249,6 +282,7 @@ class PassageIndex:
         embeddings: np.ndarray,
         bm25: BM25,
         cfg: RetrievalConfig,
+        directory: Path | None = None,
     ):
         if len(embeddings) != len(passages):
             raise DistillqaError(
@@ -259,6 +293,9 @@ class PassageIndex:
         self.embeddings = embeddings
         self.bm25 = bm25
         self.cfg = cfg
+        self.directory = directory  # where it was loaded from: the exported query encoder lives there
+        self._encoder: query_encoder.OnnxQueryEncoder | _SentenceTransformerEncoder | None = None
+        self._encoder_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -324,6 +361,7 @@ class PassageIndex:
             write_json(tmp / DOCUMENTS, list(self.documents.values()))
             np.save(tmp / EMBEDDINGS, self.embeddings)
             self.bm25.save(str(tmp / BM25_DIR), show_progress=False)
+            exported = self.cfg.onnx_query_encoder and _export_query_encoder(self.cfg.embedder, tmp / QUERY_ENCODER_DIR)
             write_json(
                 tmp / META,
                 {
@@ -333,6 +371,7 @@ class PassageIndex:
                     "passages": len(self.passages),
                     "documents": len(self.documents),
                     "token_counts": "embedder tokenizer",
+                    "query_encoder": "onnxruntime" if exported else "sentence-transformers",
                     "config": self.cfg.model_dump(mode="json"),
                 },
             )
@@ -366,15 +405,25 @@ class PassageIndex:
             bm25 = bm25s.BM25.load(str(directory / BM25_DIR), show_progress=False, verbosity=0)
         except (OSError, ValueError, TypeError) as e:
             raise DistillqaError(f"{directory}: cannot read the index ({str(e).splitlines()[0]}): rebuild it with `distillqa index RUN --force`") from None
-        return cls(passages, documents, embeddings, bm25, RetrievalConfig.model_validate(meta["config"]))
+        return cls(passages, documents, embeddings, bm25, RetrievalConfig.model_validate(meta["config"]), directory)
 
     # -- searching --------------------------------------------------------------------------
+    @property
+    def query_encoder(self) -> query_encoder.OnnxQueryEncoder | _SentenceTransformerEncoder:
+        """The exported ONNX encoder when the index has one and onnxruntime is installed, else
+        sentence-transformers; loaded on first use."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                onnx_dir = self.directory / QUERY_ENCODER_DIR if self.directory else None
+                if onnx_dir is not None and (onnx_dir / query_encoder.MODEL_FILE).is_file() and find_spec("onnxruntime"):
+                    self._encoder = query_encoder.OnnxQueryEncoder(onnx_dir)
+                else:
+                    self._encoder = _SentenceTransformerEncoder(self.cfg.embedder)
+            return self._encoder
+
     def embed_query(self, query: str) -> np.ndarray:
-        """The query's normalised embedding (loads the embedder on first use)."""
-        model = load_embedder(self.cfg.embedder)
-        with _ENCODE_LOCK:
-            vec = model.encode([query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
-        return vec.astype(np.float32, copy=False)
+        """The query's normalised embedding."""
+        return self.query_encoder.encode([query])[0]
 
     def bm25_ranking(self, query: str, depth: int) -> list[int]:
         """Passage numbers sharing at least one term with the query, best BM25 score first."""
