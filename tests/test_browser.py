@@ -106,3 +106,16 @@ def test_ask_in_the_browser(server_url: str, browser):
     browser.find_element(By.ID, "ask-button").click()
     wait.until(lambda d: d.find_element(By.ID, "message").text == "Type a question first.")
     assert browser.find_elements(By.CSS_SELECTOR, "#answers .answer")
+
+
+def test_api_docs_render_offline(server_url: str, browser):
+    """Swagger UI comes from this server, so /docs renders with no network."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server_url + "/docs")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
+    assert "distillqa" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/ask", "/health"} <= paths

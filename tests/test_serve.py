@@ -163,7 +163,13 @@ def test_openapi_is_served_locally(client: TestClient):
     assert {"/ask", "/health"} <= set(spec["paths"])
     schema = spec["components"]["schemas"]["AskRequest"]["properties"]
     assert schema["question"]["maxLength"] == 1000 and schema["top_k"]["maximum"] == 20
-    assert client.get("/docs").status_code == 200  # Swagger UI page (its JS/CSS come from a CDN)
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert "/docs/swagger-ui-bundle.js" in assets and "/docs/swagger-ui.css" in assets
+    assert not [a for a in assets if not a.startswith("/")], "the docs page loads something external"
+    for url in assets:
+        assert client.get(url).status_code == 200, url
 
 
 def test_concurrent_questions_all_succeed(client: TestClient):

@@ -9,10 +9,11 @@ The run's `Asker` (index + reader) is loaded once at startup. `/ask` is a plain 
 FastAPI runs it in its threadpool and the event loop stays free; the Asker itself lets one
 question through the models at a time (see `distillqa.ask.Asker`).
 
-`/docs` is FastAPI's Swagger UI page, which loads its script and stylesheet from a CDN
-(cdn.jsdelivr.net): offline it shows an empty page, while `/openapi.json` (the same API
-description, as JSON) is served locally and always works. The web UI itself loads nothing
-from outside the server, and says so to the browser with a Content-Security-Policy.
+`/docs` is Swagger UI over `/openapi.json`. FastAPI's own page loads Swagger UI from a CDN,
+which shows an empty page offline, so its script and stylesheet are the copies shipped in the
+fastapi-offline package (Swagger UI 5, which reads FastAPI's OpenAPI 3.1), each on a fixed route
+under `/docs/`. The web UI loads nothing from outside the server either, and says so to the
+browser with a Content-Security-Policy.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+DOCS_ASSETS = {
+    "/docs/swagger-ui-bundle.js": ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+    "/docs/swagger-ui.css": ("swagger-ui.css", "text/css; charset=utf-8"),
+    "/docs/favicon.png": ("favicon.png", "image/png"),
 }
 UI_HEADERS = {
     "Content-Security-Policy": (
@@ -162,7 +168,8 @@ def create_app(run_dir: Path, asker: Asker | None = None) -> FastAPI:
         version=__version__,
         description="Ask questions of your documents: a passage index plus a small extractive reader.",
         lifespan=lifespan,
-        redoc_url=None,  # ReDoc, like Swagger UI, comes from a CDN; one docs page is enough
+        docs_url=None,  # replaced below by the same page with local assets
+        redoc_url=None,  # ReDoc also comes from a CDN; one docs page is enough
     )
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
 
@@ -187,16 +194,37 @@ def create_app(run_dir: Path, asker: Asker | None = None) -> FastAPI:
     static = files("distillqa.serve") / "static"
     for url, (name, media_type) in ASSETS.items():
         app.add_api_route(url, _asset_endpoint(static.joinpath(name).read_bytes(), media_type), include_in_schema=False)
+    _add_docs(app)
     return app
 
 
-def _asset_endpoint(content: bytes, media_type: str):
-    """A GET endpoint returning one UI file, read once when the app was created."""
+def _asset_endpoint(content: bytes, media_type: str, headers: dict[str, str] = UI_HEADERS):
+    """A GET endpoint returning one file, read once when the app was created."""
 
     def endpoint() -> Response:
-        return Response(content, media_type=media_type, headers=UI_HEADERS)
+        return Response(content, media_type=media_type, headers=headers)
 
     return endpoint
+
+
+def _add_docs(app: FastAPI) -> None:
+    """`GET /docs`: FastAPI's Swagger UI page, with its script and stylesheet served from here."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    bundle = files("fastapi_offline") / "static"
+    for url, (name, media_type) in DOCS_ASSETS.items():
+        app.add_api_route(url, _asset_endpoint(bundle.joinpath(name).read_bytes(), media_type, {}), include_in_schema=False)
+
+    def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - API docs",
+            swagger_js_url="/docs/swagger-ui-bundle.js",
+            swagger_css_url="/docs/swagger-ui.css",
+            swagger_favicon_url="/docs/favicon.png",
+        )
+
+    app.add_api_route("/docs", docs, include_in_schema=False)
 
 
 def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
