@@ -7,9 +7,10 @@ train, index), then the student is scored on that article's crowd-written SQuAD 
 - end to end: the question alone, answered through retrieval + the student (`distillqa ask`),
   plus retrieval recall@k (a retrieved passage contains a gold answer).
 
-Rows: the untrained student (fresh QA head); the distilled student per generation route
-(`qa`: teacher-written pairs; `answer-first`: teacher questions for extracted answers, with the
-cloze fallback; `both`); and the seed notebook's method reproduced with the same teacher and
+Rows: the untrained student (fresh QA head); the distilled student per source of pairs (`qa`:
+teacher-written pairs; `answer-first`: teacher questions for extracted answers, with the cloze
+fallback; `span clozes`: the rule-based pairs for every span of every sentence, no teacher; and
+the default, all of them); and the seed notebook's method reproduced with the same teacher and
 student (teacher-written pairs with a reasoning, trained on "Context: <answer> Reasoning:
 <reasoning>" instead of the source text).
 
@@ -42,7 +43,13 @@ from distillqa.teacher.base import GenerationRequest, load_teacher
 from distillqa.train import load_base_student, train_reader
 
 DEVSET = Path(__file__).resolve().parents[2] / "shared" / "devset"
-ROUTES = {"qa": {"teacher-qa"}, "answer-first": {"answer-first", "cloze"}, "both": None}
+# row -> (teacher routes kept, None = all; whether span clozes are added)
+VARIANTS = {
+    "qa": ({"teacher-qa"}, False),
+    "answer-first": ({"answer-first", "cloze"}, False),
+    "span clozes only (no teacher)": (set(), True),
+    "default: both + span clozes": (None, True),
+}
 SEED_PROMPT = (
     "Generate 5-8 question-answer pairs from the following text. For each pair give the question, "
     "the answer and your reasoning. Answer in JSON: a list of objects with the keys "
@@ -56,9 +63,10 @@ def pipeline(run: Run, cfg: Config, stages: list[str]) -> None:
         run.run_stage(STAGE_BY_NAME[name], cfg)
 
 
-def route_variant(base: Run, name: str, routes: set[str] | None, cfg: Config) -> Run:
+def route_variant(base: Run, name: str, routes: set[str] | None, span_clozes: bool, cfg: Config) -> Run:
     """A run folder sharing `base`'s documents and chunks, with only the pairs of `routes`."""
-    run = Run(base.root.parent / name, quiet=True)
+    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"span_clozes": span_clozes})})
+    run = Run(base.root.parent / re.sub(r"\W+", "-", name).strip("-"), quiet=True)
     run.root.mkdir(parents=True, exist_ok=True)
     run.setup_logging()
     for f in (DOCUMENTS, CHUNKS):
@@ -160,8 +168,9 @@ def bench_article(pdf: Path, work: Path, cfg: Config) -> dict:
     model, tokenizer = load_base_student(cfg.train.student, cfg.train.seed)
     untrained = Reader(model, tokenizer, **window)
     rows["untrained student"] = score_reader(untrained, examples)
-    for name, routes in ROUTES.items():
-        run = base if routes is None else route_variant(base, name, routes, cfg)
+    for name, (routes, span_clozes) in VARIANTS.items():
+        default = routes is None and span_clozes == cfg.dataset.span_clozes
+        run = base if default else route_variant(base, name, routes, span_clozes, cfg)
         kept = json.loads(run.path("dataset_summary.json").read_text())["kept"]
         row = score_reader(Reader.load(run.path(STUDENT), **window), examples)
         rows[f"distilled: {name}"] = {**row, "pairs": kept, **end_to_end(base, run.path(STUDENT), gold)}

@@ -137,8 +137,12 @@ def write_run(root: Path, pairs: dict[str, list[tuple[str, str, str]]] = PAIRS, 
 
 
 def small_context_config(**dataset) -> Config:
-    """Short contexts, so a 20-sentence document yields many different training passages."""
-    return Config(dataset=DatasetConfig(**{"context_chars": 200, "validation_fraction": 0.2, **dataset}))
+    """Short contexts, so a 20-sentence document yields many different training passages; the
+    teacher's pairs only (span clozes have tests of their own below)."""
+    return Config(dataset=DatasetConfig(**{"context_chars": 200, "validation_fraction": 0.2, "span_clozes": False, **dataset}))
+
+
+TEACHER_PAIRS_ONLY = Config(dataset=DatasetConfig(span_clozes=False))
 
 
 @pytest.fixture
@@ -212,7 +216,7 @@ def test_squad_files_answers_and_split(built):
 
 def test_pairs_sharing_a_window_share_a_paragraph(tmp_path):
     run = write_run(tmp_path, {"sahara-bbbb-0000": PAIRS["sahara-bbbb-0000"]})
-    run_stage(run, Config())
+    run_stage(run, TEACHER_PAIRS_ONLY)
     data = read_json(run.path("train.json"))["data"]
     assert len(data) == 1 and len(data[0]["paragraphs"]) == 1
     assert data[0]["paragraphs"][0]["context"] == DESERT
@@ -270,7 +274,7 @@ def test_a_context_that_is_only_the_answer_is_dropped(tmp_path):
         "geology-aaaa-0000": [("Where does basalt form?", "at the surface of the Earth", "teacher-qa")],
     }
     run = write_run(tmp_path, pairs, desert="Granite.")
-    run_stage(run, Config())
+    run_stage(run, TEACHER_PAIRS_ONLY)
     assert read_json(run.path("dataset_summary.json"))["dropped"] == {"no_context": 1}
     assert [r["doc_id"] for r in read_jsonl(run.path("qa.jsonl"))] == ["geology-aaaa"]
 
@@ -279,7 +283,7 @@ def test_no_pairs_kept_writes_only_the_summary_and_fails(tmp_path):
     bad = {"geology-aaaa-0000": [("What is the capital of France?", "Paris", "teacher-qa"), ("Question 1", "...", "cloze")]}
     run = write_run(tmp_path, bad)
     with pytest.raises(DistillqaError, match="no grounded question/answer pairs were kept") as err:
-        run_stage(run, Config())
+        run_stage(run, TEACHER_PAIRS_ONLY)
     assert "dataset_summary.json" in str(err.value) and "\n" not in str(err.value)
     summary = read_json(run.path("dataset_summary.json"))
     assert summary["kept"] == 0 and summary["dropped"] == {"not_found": 1, "empty": 1}
@@ -300,7 +304,7 @@ def test_chunks_that_do_not_match_their_document_are_refused(tmp_path):
     chunks[1]["start"] += 1
     run.path("chunks.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chunks), encoding="utf-8")
     with pytest.raises(DistillqaError, match="does not match"):
-        run_stage(run, Config())
+        run_stage(run, TEACHER_PAIRS_ONLY)
 
 
 @pytest.mark.parametrize("where", [0, len(TEXT) // 2, len(TEXT) - 20])
@@ -355,3 +359,23 @@ def test_recorded_answer_offset_picks_among_repeated_spans():
     assert span is not None and span.start == 100 + later
     span, _ = ground_pair("red door", "What was painted?", chunk, doc, 90.0)
     assert span is not None and span.start == 100 + text.index("red door")
+
+
+def test_span_clozes_join_the_teacher_pairs(tmp_path):
+    run = write_run(tmp_path / "run")
+    summary = run_stage(run, small_context_config(span_clozes=True))
+    records = read_jsonl(run.path("qa.jsonl"))
+    routes = read_json(run.path("dataset_summary.json"))["kept_per_route"]
+    assert routes["span-cloze"] > 4 * sum(n for route, n in routes.items() if route != "span-cloze")
+    assert summary["kept"] == len(records) == sum(routes.values())
+    docs = {d["doc_id"]: d for d in read_jsonl(run.path("documents.jsonl"))}
+    spans = [(r["doc_id"], r["offset"]) for r in records if r["route"] == "span-cloze"]
+    assert len(spans) == len(set(spans))  # a sentence shared by two chunks is asked about once
+    for r in records:
+        assert docs[r["doc_id"]]["text"][r["offset"] : r["offset"] + len(r["answer"])] == r["answer"]
+    # the teacher's pairs are kept as without span clozes: they come first, so a span cloze is
+    # the one dropped when the two ask the same
+    teacher_only = write_run(tmp_path / "teacher-only")
+    run_stage(teacher_only, small_context_config())
+    teacher_pairs = {(r["question"], r["offset"]) for r in read_jsonl(teacher_only.path("qa.jsonl"))}
+    assert teacher_pairs == {(r["question"], r["offset"]) for r in records if r["route"] != "span-cloze"}

@@ -1,6 +1,8 @@
 """The build-dataset stage: teacher pairs -> grounded, filtered `qa.jsonl` and SQuAD train/validation.
 
-For each generated pair: ground the answer as a verbatim span of the chunk the teacher read (the
+With `dataset.span_clozes` (the default), each chunk's teacher pairs are joined by rule-based
+pairs for every span of its sentences (route `span-cloze`, see `distillqa.dataset.span_clozes`).
+For each pair: ground the answer as a verbatim span of the chunk the teacher read (the
 whole document only as a fallback), cut a training passage of about `dataset.context_chars`
 characters around it, apply the quality filters, then split by chunk and export SQuAD v1.1.
 `dataset_summary.json` counts every pair by what happened to it, so
@@ -17,6 +19,7 @@ from distillqa.config import Config
 from distillqa.console import track
 from distillqa.dataset.filters import PairFilter
 from distillqa.dataset.grounding import Span, fold, ground_with_reason
+from distillqa.dataset import span_clozes
 from distillqa.dataset.squad import choose_separable_validation, count, squad_dataset
 from distillqa.errors import DistillqaError
 from distillqa.io import read_jsonl, write_json, write_jsonl
@@ -103,6 +106,7 @@ def _ground_and_filter(
     examples: dict[str, list[dict]] = defaultdict(list)
     records: list[dict] = []
     proposed = 0
+    sentences_done: set[tuple[str, int]] = set()  # for span clozes: sentences shared by overlapping chunks
 
     def drop(reason: str, chunk_id: str, question: str, answer: str) -> None:
         dropped[reason] += 1
@@ -117,7 +121,10 @@ def _ground_and_filter(
                 f"rerun `distillqa generate {run.root} --force`"
             )
         doc = docs[chunk["doc_id"]]
-        for i, pair in enumerate(gen.get("pairs") or []):
+        pairs = list(gen.get("pairs") or [])
+        if cfg.dataset.span_clozes:
+            pairs += span_clozes.chunk_pairs(chunk, sentences_done)
+        for i, pair in enumerate(pairs):
             proposed += 1
             question, answer = str(pair.get("question") or ""), str(pair.get("answer") or "")
             hint = pair.get("answer_start") if isinstance(pair.get("answer_start"), int) else 0

@@ -1,0 +1,77 @@
+"""Rule-based pairs for every answer-like span of every sentence, added to the teacher's pairs.
+
+Why: trained on ~100 pairs, one or two per sentence, the student memorises which spans are
+answers and returns one of them whatever the question (on Geology: the same span for most
+questions about a paragraph). When every span of a sentence answers some question, only the
+question tells them apart, so the student has to read it. On Geology's human questions this took
+F1 from 7.3 to about 17 (docs/benchmarks.md).
+
+Spans: the answer-candidate heuristics' names, dates, numbers and noun phrases, then every other
+content word of four letters or more. Questions: the cloze translation of `teacher.cloze` where
+its rules apply, else the identity cloze (the sentence with the span replaced by its wh-word),
+which Lewis et al. (2019) found still teaches a reader to find an answer. No teacher is involved.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from distillqa.chunking import sentence_spans
+from distillqa.teacher.candidates import MAX_ANSWER_WORDS, PHRASE, STOPWORDS, heuristic_spans
+from distillqa.teacher.cloze import cloze_question, wh_phrase
+
+ROUTE = "span-cloze"
+MIN_SENTENCE_WORDS = 6
+_CONTENT_WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*$")
+
+
+def sentence_spans_to_ask(sentence: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, kind) of the spans of one sentence worth asking about, without overlaps."""
+    taken: list[tuple[int, int]] = []
+    for start, end, kind in heuristic_spans(sentence):
+        taken.append((start, end))
+        yield start, end, kind
+    for m in _CONTENT_WORD.finditer(sentence):
+        if m.group().lower() not in STOPWORDS and all(m.end() <= a or m.start() >= b for a, b in taken):
+            yield m.start(), m.end(), PHRASE
+
+
+def identity_cloze(sentence: str, start: int, end: int, kind: str) -> str:
+    """The sentence as a question, the span replaced by its wh-word in place."""
+    wh = "what" if kind == PHRASE else wh_phrase(kind, sentence[start:end], sentence[end:]).split()[0]
+    question = (sentence[:start] + wh + sentence[end:]).rstrip(" .!?\"'”’)]") + "?"
+    return question[0].upper() + question[1:]
+
+
+def sentence_clozes(sentence: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, question) for every span of one sentence that a question can single out."""
+    n_words = len(sentence.split())
+    for start, end, kind in sentence_spans_to_ask(sentence):
+        answer = sentence[start:end]
+        if (
+            len(answer.split()) > MAX_ANSWER_WORDS
+            or len(answer.split()) >= n_words - 2
+            or len(re.findall(rf"(?<!\w){re.escape(answer)}(?!\w)", sentence, re.IGNORECASE)) != 1
+        ):
+            continue  # too long, nearly the whole sentence, or ambiguous within it
+        yield start, end, cloze_question(sentence, start, end, kind) or identity_cloze(sentence, start, end, kind)
+
+
+def chunk_pairs(chunk: dict, done: set[tuple[str, int]]) -> list[dict]:
+    """Pairs for the whole sentences of a chunk, as the teacher's pairs look in generations.jsonl
+    (`answer_start` relative to the chunk). `done` holds the (doc_id, offset) of sentences already
+    used by an overlapping chunk; this chunk's are added to it."""
+    text, pairs = chunk["text"], []
+    for s_start, s_end in sentence_spans(text):
+        sentence = text[s_start:s_end]
+        key = (chunk["doc_id"], chunk["start"] + s_start)
+        if key in done or len(sentence.split()) < MIN_SENTENCE_WORDS or not _SENTENCE_END.search(sentence):
+            continue  # seen in the previous chunk, a heading, or cut by the chunk edge
+        done.add(key)
+        for start, end, question in sentence_clozes(sentence):
+            pairs.append(
+                {"question": question, "answer": sentence[start:end], "answer_start": s_start + start, "route": ROUTE}
+            )
+    return pairs
