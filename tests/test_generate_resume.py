@@ -156,9 +156,10 @@ def test_sigkill_and_resume_with_the_bundled_teacher(tmp_path: Path) -> None:
     source.write_text("\n\n".join(PARAGRAPHS) + "\n", encoding="utf-8")
     cli = str(Path(sys.executable).parent / "distillqa")
     killed = tmp_path / "killed"
-    # one paragraph a chunk, so a fast machine still has chunks left to do when the first line appears
+    # one paragraph a chunk, and teacher calls of two requests (one chunk's answers), so chunks
+    # finish one after another and there are some left to do when the first line appears
     settings = ["--set", "chunk.max_tokens=40", "--set", "chunk.overlap_tokens=0", "--set", "generate.answers_per_chunk=2",
-                "--set", "generate.retries=1"]
+                "--set", "generate.retries=1", "--set", "generate.wave_requests=2"]
     finish([cli, "ingest", str(source), "--out", str(killed), "-q", *settings])
     finish([cli, "chunk", str(killed), "-q"])
     assert len(read_jsonl(killed / CHUNKS)) == len(PARAGRAPHS)
