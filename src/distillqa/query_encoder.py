@@ -84,6 +84,11 @@ def export(model: SentenceTransformer, directory: Path) -> None:
     write_json(directory / SETTINGS_FILE, {"inputs": names, "max_length": max_length, "pad_id": model.tokenizer.pad_token_id or 0})
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one, e.g. in containers)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class OnnxQueryEncoder:
     """Embeds texts with an exported encoder; safe to share between threads."""
 
@@ -93,7 +98,7 @@ class OnnxQueryEncoder:
 
         settings = read_json(directory / SETTINGS_FILE)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        options.intra_op_num_threads = threads or _usable_cores()
         options.inter_op_num_threads = 1
         # idle threads sleep instead of spinning, so they do not take the cores from BM25, the
         # dense search and the reader that run right after

@@ -4,7 +4,7 @@ Why: trained on ~100 pairs, one or two per sentence, the student memorises which
 answers and returns one of them whatever the question (on Geology: the same span for most
 questions about a paragraph). When every span of a sentence answers some question, only the
 question tells them apart, so the student has to read it. On Geology's human questions this took
-F1 from 7.3 to about 17 (docs/benchmarks.md).
+the student's F1 from 7.3 (below the untrained 8.8) to 15-19 (docs/benchmarks.md).
 
 Spans: the answer-candidate heuristics' names, dates, numbers and noun phrases, then every other
 content word of four letters or more. Questions: the cloze translation of `teacher.cloze` where
