@@ -39,7 +39,8 @@ from distillqa.io import read_jsonl, write_json, write_jsonl
 from distillqa.qa_features import squad_examples
 from distillqa.reader import Reader
 from distillqa.run import CHUNKS, DOCUMENTS, GENERATIONS, STAGE_BY_NAME, STUDENT, Run
-from distillqa.teacher.base import GenerationRequest, load_teacher
+from distillqa.teacher.backends import load_teacher
+from distillqa.teacher.base import GenerationRequest
 from distillqa.train import load_base_student, train_reader
 
 DEVSET = Path(__file__).resolve().parents[2] / "shared" / "devset"

@@ -21,7 +21,8 @@ import pytest
 from distillqa.config import TeacherConfig
 from distillqa.errors import DistillqaError
 from distillqa.models import bundled_teacher_gguf
-from distillqa.teacher.base import GenerationRequest, GenerationResult, load_teacher
+from distillqa.teacher.backends import load_backend, load_teacher
+from distillqa.teacher.base import GenerationRequest, GenerationResult
 
 QA_SCHEMA = {
     "type": "object",
@@ -129,7 +130,8 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def hf_teacher(tiny_lm: Path) -> Iterator:
-    teacher = load_teacher(TeacherConfig(backend="transformers", model=str(tiny_lm), batch_size=3))
+    # in-process: these tests look inside the backend (the worker process is tested with llama.cpp)
+    teacher = load_backend(TeacherConfig(backend="transformers", model=str(tiny_lm), batch_size=3))
     yield teacher
     teacher.close()
 
@@ -193,7 +195,7 @@ def test_hf_without_xgrammar_generates_unconstrained(hf_teacher, monkeypatch: py
 
 
 def test_hf_plain_transcript_without_chat_template(tmp_path: Path) -> None:
-    teacher = load_teacher(TeacherConfig(backend="transformers", model=str(build_tiny_lm(tmp_path, None))))
+    teacher = load_backend(TeacherConfig(backend="transformers", model=str(build_tiny_lm(tmp_path, None))))
     messages = user("What flows north?", system="Be brief.")
     assert teacher.prompt(messages) == "system: Be brief.\nuser: What flows north?\nassistant:"
     (r,) = teacher.generate([GenerationRequest(messages=messages, max_tokens=4, temperature=0.0)])
@@ -212,7 +214,7 @@ def test_hf_missing_model_is_a_clear_error(model: str, message: str, monkeypatch
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DistillqaError, match=message):
-        load_teacher(TeacherConfig(backend="transformers", model=model))
+        load_backend(TeacherConfig(backend="transformers", model=model))
 
 
 def test_hf_4bit_needs_cuda(tiny_lm: Path) -> None:
@@ -221,7 +223,7 @@ def test_hf_4bit_needs_cuda(tiny_lm: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this checks the CPU refusal")
     with pytest.raises(DistillqaError, match="load_in_4bit needs a CUDA GPU"):
-        load_teacher(TeacherConfig(backend="transformers", model=str(tiny_lm), load_in_4bit=True))
+        load_teacher(TeacherConfig(backend="transformers", model=str(tiny_lm), load_in_4bit=True))  # via the worker
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,16 +264,34 @@ def test_llamacpp_json_schema_output_validates(llama_teacher) -> None:
     assert_valid_json(verdict.text, VERDICT_SCHEMA)
 
 
-@pytest.mark.slow
-def test_llamacpp_same_seed_same_text(llama_teacher) -> None:
-    def req(seed: int) -> GenerationRequest:
-        prompt = f"Write a question about: {NILE}"
+def test_llamacpp_same_seed_same_text_whatever_ran_before(llama_teacher) -> None:
+    """Prompts sharing a prefix of different lengths: the prompt cache must not change the text."""
+    def req(seed: int, topic: str) -> GenerationRequest:
+        prompt = f"Write a question about: {NILE} {topic}"
         return GenerationRequest(messages=user(prompt), max_tokens=24, temperature=0.9, seed=seed)
 
-    first = llama_teacher.generate([req(1)])[0].text
-    others = [r.text for r in llama_teacher.generate([req(2), req(3), req(1)])]
-    assert others[2] == first  # another request in between does not leak sampler state
-    assert len({first, *others}) > 1
+    reqs = [req(seed, topic) for seed in (1, 2) for topic in ("Its delta.", "Its length.", "Egypt and Sudan.")]
+    forward = [r.text for r in llama_teacher.generate(reqs)]
+    backward = [r.text for r in llama_teacher.generate(reqs[::-1])][::-1]
+    alone = [llama_teacher.generate([r])[0].text for r in reqs[2:4]]
+    assert forward == backward and alone == forward[2:4]
+    assert len(set(forward)) > 1
+
+
+def test_llamacpp_loads_without_extra_buffer_types() -> None:
+    """The AMX crash guard: llama.cpp gets use_extra_bufts = false unless teacher.weight_repacking."""
+    pytest.importorskip("llama_cpp")
+    from distillqa.teacher.llamacpp import LlamaCppTeacher
+
+    for repack in (False, True):
+        teacher = LlamaCppTeacher(TeacherConfig(backend="llamacpp", weight_repacking=repack))
+        try:
+            assert teacher._llm.model_params.use_extra_bufts is repack
+        finally:
+            teacher.close()
+    import llama_cpp.llama_cpp as native
+
+    assert native.llama_model_default_params().use_extra_bufts  # the library's default is left alone
 
 
 def test_llamacpp_prompt_longer_than_context_is_an_error_result() -> None:

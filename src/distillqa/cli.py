@@ -227,6 +227,22 @@ def serve(
         serve_run(run, host=host, port=port)
 
 
+@app.command()
+def doctor() -> None:
+    """Check this machine: Python, packages, torch device, the llama.cpp build and CPU, a few
+    tokens from the bundled teacher (in a worker process), the bundled models, onnxruntime and
+    optional pieces. Exits non-zero on any FAIL."""
+    from distillqa.doctor import FAIL, run_checks
+
+    results = run_checks()
+    for check in results:
+        typer.echo(check.line())
+    failed = [c.name for c in results if c.status == FAIL]
+    typer.echo(f"{len(results) - len(failed)} ok or skipped, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover - `python -m distillqa`
     app(prog_name="distillqa")
 

@@ -54,10 +54,18 @@ class TeacherConfig(_Section):
     model: str | None = Field(
         None, description="GGUF path, HF hub id or folder, or served model name. None = bundled SmolLM2."
     )
+    isolate: bool = Field(
+        True,
+        description="Run the llamacpp/transformers backend in a worker process, so a native crash ends in one clear error.",
+    )
     # llama.cpp
     n_ctx: int = Field(2048, ge=256)
     n_threads: int | None = Field(None, description="llama.cpp threads. None = half the cores.")
     n_gpu_layers: int = 0
+    weight_repacking: bool = Field(
+        False,
+        description="llama.cpp's extra buffer types (weights repacked for AMX/AVX kernels). Off: its AMX path segfaults on Sapphire Rapids (llama.cpp#20824).",
+    )
     # transformers
     load_in_4bit: bool = False
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from distillqa.config import TeacherConfig
 
 
 @dataclass(frozen=True)
@@ -42,18 +41,3 @@ def error_line(exc: BaseException) -> str:
     """An exception as one short line, for `GenerationResult.error` and `DistillqaError` messages."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
-def load_teacher(cfg: TeacherConfig) -> Teacher:
-    """Build the configured backend. Imports are lazy so a backend's heavy deps load only when used."""
-    if cfg.backend == "llamacpp":
-        from distillqa.teacher.llamacpp import LlamaCppTeacher
-
-        return LlamaCppTeacher(cfg)
-    if cfg.backend == "transformers":
-        from distillqa.teacher.hf import TransformersTeacher
-
-        return TransformersTeacher(cfg)
-    from distillqa.teacher.openai_http import OpenAITeacher
-
-    return OpenAITeacher(cfg)

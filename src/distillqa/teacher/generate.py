@@ -31,7 +31,8 @@ from distillqa.console import console, make_progress
 from distillqa.errors import DistillqaError
 from distillqa.io import append_jsonl, read_jsonl, repair_jsonl_tail, write_json
 from distillqa.run import CHUNKS, GENERATE_SUMMARY, GENERATIONS, Run
-from distillqa.teacher.base import GenerationRequest, GenerationResult, Teacher, load_teacher
+from distillqa.teacher.backends import load_teacher
+from distillqa.teacher.base import GenerationRequest, GenerationResult, Teacher
 from distillqa.teacher.candidates import Candidate, extract_candidates
 from distillqa.teacher.cloze import cloze_question
 from distillqa.teacher.parsing import ParseError, parse_pairs, parse_question, question_problem
@@ -42,6 +43,7 @@ from distillqa.teacher.prompts import (
     qa_schema,
     question_messages,
 )
+from distillqa.teacher.worker import TeacherCrashed
 
 log = logging.getLogger("distillqa")
 
@@ -305,6 +307,8 @@ def run_stage(run: Run, cfg: Config) -> dict:
         teacher_name = teacher.name
         try:
             generated = _generate_with_progress(run, chunks, teacher, cfg, out_path, skipped)
+        except TeacherCrashed as e:
+            raise DistillqaError(crash_message(e, run, cfg, len(finished_chunk_ids(out_path) & wanted))) from None
         finally:
             teacher.close()
     seconds = time.time() - started
@@ -324,6 +328,15 @@ def run_stage(run: Run, cfg: Config) -> dict:
     _warn_about_quality(run, summary)
     write_json(run.path(GENERATE_SUMMARY), summary)
     return _flatten(summary)
+
+
+def crash_message(e: TeacherCrashed, run: Run, cfg: Config, kept: int) -> str:
+    """One line: which backend died of which signal, what was kept, and what to try."""
+    other = "transformers" if e.backend != "transformers" else "llamacpp"
+    return (
+        f"{e}; {kept} finished chunks are kept in {run.path(GENERATIONS)} and `distillqa generate {run.root}` "
+        f"resumes; run `distillqa doctor` to check this machine, or try --set teacher.backend={other}"
+    )
 
 
 def _generate_with_progress(
