@@ -37,7 +37,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/distillqa run $(SAMPLE) --out $(RUN)
-	$(PY) -m distillqa.demo $(RUN)
+	$(PY) -m distillqa.app.demo $(RUN)
 
 test: install
 	$(PY) -m pytest

@@ -34,14 +34,18 @@ import time
 from pathlib import Path
 
 from distillqa.config import Config, load_config
-from distillqa.evaluate import load_squad, score_examples, score_reader
 from distillqa.io import read_jsonl, write_json, write_jsonl
-from distillqa.qa_features import squad_examples
-from distillqa.reader import Reader
-from distillqa.run import CHUNKS, DOCUMENTS, GENERATIONS, STAGE_BY_NAME, STUDENT, Run
+from distillqa.layout import CHUNKS, DOCUMENTS, GENERATIONS, STUDENT
+from distillqa.pipeline import STAGE_BY_NAME, Run
+from distillqa.dataset.squad import load_squad
+from distillqa.student.evaluate import score_reader
+from distillqa.student.metrics import score_examples
+from distillqa.dataset.squad import squad_examples
+from distillqa.student.reader import Reader
+from distillqa.student.reader import load_base_student
+from distillqa.student.train import train_reader
 from distillqa.teacher.backends import load_teacher
 from distillqa.teacher.base import GenerationRequest
-from distillqa.train import load_base_student, train_reader
 
 DEVSET = Path(__file__).resolve().parents[2] / "shared" / "devset"
 # row -> (teacher routes kept, None = all; whether span clozes are added)
@@ -136,7 +140,7 @@ def normalize(text: str) -> str:
 
 def end_to_end(base: Run, student: Path, gold: dict) -> dict:
     """Question alone: retrieval recall@k and the F1 of retrieval + the given student."""
-    from distillqa.ask import Asker
+    from distillqa.app.ask import Asker
 
     asker = Asker(base.root, model_dir=student)
     examples = squad_examples(gold)

@@ -63,7 +63,7 @@ def build_run(root: Path) -> Path:
     from distillqa.config import RetrievalConfig
     from distillqa.io import write_jsonl
     from distillqa.models import bundled_encoder
-    from distillqa.retrieval import PassageIndex
+    from distillqa.retrieval.index import PassageIndex
 
     documents = []
     for name, paragraphs in DOCUMENTS.items():
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
-            [sys.executable, "-m", "distillqa.cli", "serve", str(run), "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "distillqa", "serve", str(run), "--host", "127.0.0.1", "--port", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},

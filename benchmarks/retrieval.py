@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from distillqa.config import RetrievalConfig
-from distillqa.retrieval import Passage, PassageIndex, bm25_tokens
+from distillqa.retrieval.index import Passage, PassageIndex, bm25_tokens
 
 WORDS_PER_PASSAGE = 150  # ~200 MiniLM tokens, the default passage size
 VOCABULARY = 30_000

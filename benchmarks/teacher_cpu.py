@@ -18,12 +18,12 @@ import statistics
 import time
 from pathlib import Path
 
-from distillqa.chunking import sentence_spans
+from distillqa.chunk import sentence_spans
 from distillqa.config import TeacherConfig
 from distillqa.models import bundled_teacher_gguf
+from distillqa.questions.candidates import extract_candidates
 from distillqa.teacher.backends import load_teacher
 from distillqa.teacher.base import GenerationRequest
-from distillqa.teacher.candidates import extract_candidates
 from distillqa.teacher.prompts import question_messages
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample.md"

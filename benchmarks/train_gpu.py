@@ -59,10 +59,10 @@ def main() -> None:
     from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
     from distillqa.config import TrainConfig
-    from distillqa.evaluate import score_reader
-    from distillqa.qa_features import squad_examples
-    from distillqa.reader import Reader
-    from distillqa.train import train_reader
+    from distillqa.student.evaluate import score_reader
+    from distillqa.dataset.squad import squad_examples
+    from distillqa.student.reader import Reader
+    from distillqa.student.train import train_reader
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder (default: bundled MiniLM)")

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from distillqa.ask import Asker, ask_command, rank_answers, read_context
+from distillqa.app.ask import Asker, ask_command, rank_answers, read_context
 from distillqa.cli import app
 from distillqa.config import RetrievalConfig
 from distillqa.errors import DistillqaError
 from distillqa.io import write_jsonl
 from distillqa.models import bundled_encoder
-from distillqa.retrieval import Hit, Passage, PassageIndex
+from distillqa.retrieval.index import Hit, Passage, PassageIndex
 
 KEYS = {"answer", "score", "document", "page", "passage", "start", "end"}
 

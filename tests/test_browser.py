@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from distillqa.serve import create_app
+from distillqa.app.serve import create_app
 from tests.test_ask import HARBOUR, tiny_document, tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from distillqa.teacher.candidates import (
+from distillqa.questions.candidates import (
     DATE,
     MONEY,
     NUMBER,

@@ -133,7 +133,7 @@ def test_real_process_prints_one_line_and_exits_2(inputs: dict[str, Path], tmp_p
     """Through a real interpreter: nothing but the error line on stderr, nothing on stdout."""
     run = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "distillqa.cli", "ingest", str(inputs["corrupt"]), "--out", str(run), "--quiet"],
+        [sys.executable, "-m", "distillqa", "ingest", str(inputs["corrupt"]), "--out", str(run), "--quiet"],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},

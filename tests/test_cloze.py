@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from distillqa.teacher.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PHRASE, PLACE, TERM
-from distillqa.teacher.cloze import cloze_question, wh_phrase
+from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PHRASE, PLACE, TERM
+from distillqa.questions.cloze import cloze_question, wh_phrase
 
 
 def ask(sentence: str, answer: str, kind: str) -> str | None:

@@ -9,10 +9,10 @@ import pytest
 
 from distillqa.config import Config, DatasetConfig
 from distillqa.dataset.build import context_window, page_of, run_stage
-from distillqa.dataset.squad import choose_validation_chunks
+from distillqa.dataset.squad import seeded_order, validation_size
 from distillqa.errors import DistillqaError
 from distillqa.io import read_json, read_jsonl
-from distillqa.run import STAGE_BY_NAME, Run
+from distillqa.pipeline import STAGE_BY_NAME, Run
 
 SENTENCES = [
     "Granite is an intrusive igneous rock that cools slowly deep underground.",  # 0
@@ -342,9 +342,9 @@ def test_page_of():
 )
 def test_validation_chunk_counts(n, fraction, expected):
     ids = [f"c{i}" for i in range(n)]
-    chosen = choose_validation_chunks(ids, fraction, seed=42)
-    assert len(chosen) == expected and chosen <= set(ids)
-    assert chosen == choose_validation_chunks(ids, fraction, seed=42)
+    assert validation_size(n, fraction) == expected
+    order = seeded_order(ids, seed=42)
+    assert sorted(order) == sorted(ids) and order == seeded_order(ids, seed=42)
 
 
 def test_recorded_answer_offset_picks_among_repeated_spans():

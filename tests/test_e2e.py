@@ -21,7 +21,7 @@ Ships entering the harbour must pass between two reefs known as the Sisters. Bef
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "distillqa.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=1500
+        [sys.executable, "-m", "distillqa", *args], cwd=cwd, capture_output=True, text=True, timeout=1500
     )
 
 

@@ -11,11 +11,14 @@ from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
 from distillqa.config import Config, TrainConfig
 from distillqa.errors import DistillqaError
-from distillqa.evaluate import evaluate_file, exact_match, f1_score, load_squad, normalize_answer, run_stage, squad_scores
 from distillqa.models import bundled_encoder
-from distillqa.qa_features import squad_examples
-from distillqa.reader import Reader
-from distillqa.run import Run
+from distillqa.pipeline import Run
+from distillqa.dataset.squad import load_squad
+from distillqa.student.evaluate import evaluate_file, run_stage
+from distillqa.student.metrics import exact_match, f1_score, squad_scores
+from distillqa.text import normalize_answer
+from distillqa.dataset.squad import squad_examples
+from distillqa.student.reader import Reader
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import pytest
 from distillqa.config import Config
 from distillqa.errors import DistillqaError
 from distillqa.io import read_json, read_jsonl, write_jsonl
-from distillqa.run import CHUNKS, GENERATE_SUMMARY, GENERATIONS, STAGE_BY_NAME, Run
+from distillqa.layout import CHUNKS, GENERATE_SUMMARY, GENERATIONS
+from distillqa.pipeline import STAGE_BY_NAME, Run
 from distillqa.teacher import generate as gen
 from distillqa.teacher.base import GenerationRequest, GenerationResult
 from distillqa.teacher.generate import ANSWER_FIRST, CLOZE, TEACHER_QA, generate_chunks, request_seed

@@ -16,7 +16,8 @@ import pytest
 
 from distillqa.config import Config
 from distillqa.io import read_jsonl, write_jsonl
-from distillqa.run import CHUNKS, DOCUMENTS, GENERATE_SUMMARY, GENERATIONS, Run
+from distillqa.layout import CHUNKS, DOCUMENTS, GENERATE_SUMMARY, GENERATIONS
+from distillqa.pipeline import Run
 from distillqa.teacher.base import GenerationRequest, GenerationResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 import distillqa.teacher.generate as gen
-from distillqa.run import STAGE_BY_NAME, Run
+from distillqa.pipeline import STAGE_BY_NAME, Run
 from tests.test_generate_resume import SlowEchoTeacher
 gen.load_teacher = lambda cfg: SlowEchoTeacher()
 run = Run(Path(sys.argv[1]), quiet=True)

@@ -16,8 +16,9 @@ from distillqa.config import Config, IngestConfig
 from distillqa.errors import DistillqaError
 from distillqa.ingest import expand_paths, ingest_file, ingest_files
 from distillqa.ingest.normalize import Page, assemble, line_key, normalise_paragraph, repeated_edge_lines, vocabulary
-from distillqa.ingest.text import decode_text
-from distillqa.run import DOCUMENTS, STAGE_BY_NAME, Run
+from distillqa.ingest.plaintext import decode_text
+from distillqa.layout import DOCUMENTS
+from distillqa.pipeline import STAGE_BY_NAME, Run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distillqa.teacher.candidates import DATE, NUMBER, PERSON, PHRASE
+from distillqa.questions.candidates import DATE, NUMBER, PERSON, PHRASE
 from distillqa.teacher.parsing import ParseError, load_json, parse_pairs, parse_question, question_problem
 
 PAIR = {"question": "Who patented dynamite?", "answer": "Alfred Nobel"}

@@ -11,8 +11,8 @@ from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
 from distillqa.errors import DistillqaError
 from distillqa.models import bundled_encoder
-from distillqa.qa_features import prepare_eval_features
-from distillqa.reader import Reader, resolve_model_dir
+from distillqa.student.features import prepare_eval_features
+from distillqa.student.reader import Reader, resolve_model_dir
 
 FILLER = "Rocks form slowly over many years in layers of sand and mud. "
 QUESTIONS = ["What forms slowly?", "Where are the layers?", "What is it made of?"]

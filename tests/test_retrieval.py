@@ -9,22 +9,22 @@ import pytest
 from distillqa.config import Config, RetrievalConfig
 from distillqa.errors import DistillqaError
 from distillqa.io import write_jsonl
-from distillqa.retrieval import (
+from distillqa.pipeline import Run
+from distillqa.retrieval.index import (
     BM25_DIR,
     EMBEDDINGS,
     META,
     PASSAGES,
     QUERY_ENCODER_DIR,
     PassageIndex,
-    load_embedder,
     bm25_tokens,
+    load_embedder,
     make_passages,
     page_at,
     rrf_fuse,
     run_stage,
     sentence_spans,
 )
-from distillqa.run import Run
 
 
 def words(texts: list[str]) -> list[int]:
@@ -254,7 +254,7 @@ def test_the_exported_query_encoder_needs_no_embedder(index: PassageIndex, tmp_p
 
 
 def test_onnx_query_vectors_equal_sentence_transformers_vectors(index: PassageIndex):
-    from distillqa.query_encoder import OnnxQueryEncoder
+    from distillqa.retrieval.query_encoder import OnnxQueryEncoder
 
     assert isinstance(index.query_encoder, OnnxQueryEncoder)
     texts = ["cat", "Who built the harbour light in 1854?", "word " * 400]  # padded, and truncated at 256
@@ -266,14 +266,14 @@ def test_onnx_query_vectors_equal_sentence_transformers_vectors(index: PassageIn
 
 
 def test_a_failed_export_warns_and_falls_back(index: PassageIndex, tmp_path: Path, monkeypatch, caplog):
-    import distillqa.query_encoder
+    import distillqa.retrieval.query_encoder
 
     def broken(model, directory):
         directory.mkdir(parents=True)
         (directory / "model.onnx").write_text("half written")
         raise RuntimeError("exporter exploded\nwith details")
 
-    monkeypatch.setattr(distillqa.query_encoder, "export", broken)
+    monkeypatch.setattr(distillqa.retrieval.query_encoder, "export", broken)
     folder = tmp_path / "fallback"
     index.save(folder)
     assert "ONNX export of the embedder failed (exporter exploded)" in caplog.text

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from distillqa.serve import ASSETS, MAX_BODY_BYTES, BodySizeLimit, create_app
+from distillqa.app.serve import ASSETS, MAX_BODY_BYTES, BodySizeLimit, create_app
 from tests.test_ask import HARBOUR, ORCHARD, check_answers, tiny_run
 
 DOCUMENTS = {"harbour.txt": HARBOUR, "orchard.md": ORCHARD}
@@ -199,11 +199,11 @@ def test_serve_binds_loopback_by_default(monkeypatch, tmp_path: Path):
     import uvicorn
     from typer.testing import CliRunner
 
-    import distillqa.serve
+    import distillqa.app.serve
     from distillqa.cli import app
 
     calls = []
-    monkeypatch.setattr(distillqa.serve, "load_asker", lambda run_dir: ("asker for", run_dir))
+    monkeypatch.setattr(distillqa.app.serve, "load_asker", lambda run_dir: ("asker for", run_dir))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     result = CliRunner().invoke(app, ["serve", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distillqa.dataset.span_clozes import ROUTE, chunk_pairs, identity_cloze, sentence_clozes
+from distillqa.questions.span_clozes import ROUTE, chunk_pairs, identity_cloze, sentence_clozes
 
 SENTENCE = "In 1830, Charles Lyell published the first volume of Principles of Geology in London."
 

@@ -15,7 +15,8 @@ from distillqa.cli import app
 from distillqa.config import Config, TeacherConfig
 from distillqa.errors import DistillqaError
 from distillqa.io import read_jsonl, write_jsonl
-from distillqa.run import CHUNKS, GENERATIONS, STAGE_BY_NAME, Run
+from distillqa.layout import CHUNKS, GENERATIONS
+from distillqa.pipeline import STAGE_BY_NAME, Run
 from distillqa.teacher import backends
 from distillqa.teacher import generate as gen
 from distillqa.teacher.base import GenerationRequest, GenerationResult

@@ -13,12 +13,13 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from distillqa.config import Config, TrainConfig
 from distillqa.errors import DistillqaError
-from distillqa.evaluate import score_reader
 from distillqa.models import bundled_encoder
-from distillqa.qa_features import squad_examples
-from distillqa.reader import Reader
-from distillqa.run import Run
-from distillqa.train import load_base_student, run_stage, train_reader
+from distillqa.pipeline import Run
+from distillqa.student.evaluate import score_reader
+from distillqa.dataset.squad import squad_examples
+from distillqa.student.reader import Reader
+from distillqa.student.reader import load_base_student
+from distillqa.student.train import run_stage, train_reader
 
 SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "vo", "shi", "bar", "del", "nu", "zor", "qua", "fin", "gal", "hos", "tu"]
 FACTS = [

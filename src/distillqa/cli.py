@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -60,7 +59,8 @@ def _removed_on_failure(folder: Path):
 
 
 def _open_run(root: Path, config: Path | None, overrides: list[str] | None, quiet: bool, must_exist: bool = True):
-    from distillqa.run import MANIFEST, Run
+    from distillqa.layout import MANIFEST
+    from distillqa.pipeline import Run
 
     if must_exist and not (root / MANIFEST).exists():
         raise DistillqaError(f"{root} is not a run folder (no {MANIFEST}): start one with `distillqa ingest PATH... --out {root}`")
@@ -71,7 +71,7 @@ def _open_run(root: Path, config: Path | None, overrides: list[str] | None, quie
 
 def _stage(name: str, root: Path, config: Path | None, overrides: list[str] | None, quiet: bool, force: bool) -> None:
     from distillqa.console import print_summary
-    from distillqa.run import STAGE_BY_NAME
+    from distillqa.pipeline import STAGE_BY_NAME
 
     with _errors():
         run, cfg = _open_run(root, config, overrides, quiet)
@@ -84,7 +84,7 @@ def _stage(name: str, root: Path, config: Path | None, overrides: list[str] | No
 def _start_run(paths: list[str], out: Path, config, overrides, quiet, pdf_password, skip_bad):
     """Resolve input paths, create the run folder and record inputs. Returns (run, cfg)."""
     from distillqa.ingest import expand_paths
-    from distillqa.run import Run
+    from distillqa.pipeline import Run
 
     extra = list(overrides or [])
     if pdf_password is not None:
@@ -121,7 +121,7 @@ def ingest(
 ) -> None:
     """Read PDF, DOCX, HTML, Markdown and TXT files into RUN/documents.jsonl."""
     from distillqa.console import print_summary
-    from distillqa.run import STAGE_BY_NAME
+    from distillqa.pipeline import STAGE_BY_NAME
 
     with _removed_on_failure(out), _errors():
         run, cfg = _start_run(paths, out, config, set_, quiet, pdf_password, skip_bad)
@@ -159,7 +159,7 @@ def run_all(
 ) -> None:
     """Every stage in order, skipping the ones already done with the same inputs and settings."""
     from distillqa.console import print_summary
-    from distillqa.run import STAGE_BY_NAME, STAGES
+    from distillqa.pipeline import STAGE_BY_NAME, STAGES
 
     if until is not None and until not in STAGE_BY_NAME:
         _fail(f"unknown stage {until!r}: choose from {', '.join(STAGE_BY_NAME)}")
@@ -187,8 +187,8 @@ def evaluate(
     """Score a reader on any SQuAD v1.1 file with the official EM/F1."""
     import json
 
-    from distillqa.evaluate import evaluate_file
-    from distillqa.reader import resolve_model_dir
+    from distillqa.student.evaluate import evaluate_file
+    from distillqa.student.reader import resolve_model_dir
 
     with _errors():
         scores = evaluate_file(resolve_model_dir(model), data)
@@ -208,7 +208,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Answer a question from a given passage, or from the run's documents via retrieval."""
-    from distillqa.ask import ask_command
+    from distillqa.app.ask import ask_command
 
     with _errors():
         ask_command(target, question, context=context, context_file=context_file, top_k=top_k, as_json=as_json)
@@ -221,7 +221,7 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
 ) -> None:
     """Serve the web UI and REST API (POST /ask, GET /health, /docs) for a finished run."""
-    from distillqa.serve import serve as serve_run
+    from distillqa.app.serve import serve as serve_run
 
     with _errors():
         serve_run(run, host=host, port=port)
@@ -232,7 +232,7 @@ def doctor() -> None:
     """Check this machine: Python, packages, torch device, the llama.cpp build and CPU, a few
     tokens from the bundled teacher (in a worker process), the bundled models, onnxruntime and
     optional pieces. Exits non-zero on any FAIL."""
-    from distillqa.doctor import FAIL, run_checks
+    from distillqa.app.doctor import FAIL, run_checks
 
     results = run_checks()
     for check in results:
@@ -243,9 +243,6 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
-def main() -> None:  # pragma: no cover - `python -m distillqa`
+def main() -> None:  # `python -m distillqa` (__main__.py) and the console script
     app(prog_name="distillqa")
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """The build-dataset stage: teacher pairs -> grounded, filtered `qa.jsonl` and SQuAD train/validation.
 
 With `dataset.span_clozes` (the default), each chunk's teacher pairs are joined by rule-based
-pairs for every span of its sentences (route `span-cloze`, see `distillqa.dataset.span_clozes`).
+pairs for every span of its sentences (route `span-cloze`, see `distillqa.questions.span_clozes`).
 For each pair: ground the answer as a verbatim span of the chunk the teacher read (the
 whole document only as a fallback), cut a training passage of about `dataset.context_chars`
 characters around it, apply the quality filters, then split by chunk and export SQuAD v1.1.
@@ -19,18 +19,18 @@ from distillqa.config import Config
 from distillqa.console import track
 from distillqa.dataset.filters import PairFilter
 from distillqa.dataset.grounding import Span, fold, ground_with_reason
-from distillqa.dataset import span_clozes
 from distillqa.dataset.squad import choose_separable_validation, count, squad_dataset
 from distillqa.errors import DistillqaError
 from distillqa.io import read_jsonl, write_json, write_jsonl
-from distillqa.run import CHUNKS, DATASET_SUMMARY, DOCUMENTS, GENERATIONS, QA, TRAIN, VALIDATION, Run
+from distillqa.layout import CHUNKS, DATASET_SUMMARY, DOCUMENTS, GENERATIONS, QA, TRAIN, VALIDATION, RunFolder
+from distillqa.questions import span_clozes
 
 # End of a sentence (punctuation, closing quotes, then whitespace) or a line break.
 _SENTENCE_BREAK = re.compile(r"([.!?][\"'”’)\]]*)\s+|\n\s*")
 _EXAMPLES_PER_REASON = 3
 
 
-def run_stage(run: Run, cfg: Config) -> dict:
+def run_stage(run: RunFolder, cfg: Config) -> dict:
     """Build qa.jsonl, train.json, validation.json and dataset_summary.json; return counts for the manifest."""
     run.require(DOCUMENTS, CHUNKS, GENERATIONS)
     docs = {d["doc_id"]: d for d in read_jsonl(run.path(DOCUMENTS))}
@@ -85,7 +85,7 @@ def run_stage(run: Run, cfg: Config) -> dict:
     }
 
 
-def _check_chunks(run: Run, chunks: dict[str, dict], docs: dict[str, dict]) -> None:
+def _check_chunks(run: RunFolder, chunks: dict[str, dict], docs: dict[str, dict]) -> None:
     """Offsets are computed from chunk starts, so chunks must still match their documents."""
     for chunk in chunks.values():
         doc = docs.get(chunk["doc_id"])
@@ -97,7 +97,7 @@ def _check_chunks(run: Run, chunks: dict[str, dict], docs: dict[str, dict]) -> N
 
 
 def _ground_and_filter(
-    run: Run, cfg: Config, generations: list[dict], chunks: dict[str, dict], docs: dict[str, dict]
+    run: RunFolder, cfg: Config, generations: list[dict], chunks: dict[str, dict], docs: dict[str, dict]
 ) -> tuple[list[dict], dict]:
     """qa.jsonl records for the pairs that survive, and counts of what happened to every pair."""
     pair_filter = PairFilter(cfg.dataset)

@@ -16,7 +16,7 @@ from rapidfuzz import fuzz, process
 
 from distillqa.config import DatasetConfig
 from distillqa.dataset.grounding import STOPWORDS, words
-from distillqa.evaluate import normalize_answer
+from distillqa.text import normalize_answer
 
 _WH_WORDS = frozenset("what which who whom whose when where why how".split())
 _AUX_VERBS = frozenset(

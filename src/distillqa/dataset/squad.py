@@ -1,4 +1,4 @@
-"""Train/validation split by chunk and SQuAD v1.1 export of grounded pairs (qa.jsonl records).
+"""SQuAD v1.1 files: train/validation split by chunk, export of grounded pairs, reading and checking.
 
 The split is by chunk, not by question: questions about the same passage are near-copies of each
 other's evidence, so splitting them across train and validation would overstate the student's
@@ -7,8 +7,12 @@ score. For the same reason no context string may appear in both files.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
+from pathlib import Path
+
+from distillqa.errors import DistillqaError
 
 
 def validation_size(n_chunks: int, fraction: float) -> int:
@@ -26,11 +30,6 @@ def seeded_order(chunk_ids: list[str], seed: int) -> list[str]:
     order = list(chunk_ids)
     random.Random(seed).shuffle(order)
     return order
-
-
-def choose_validation_chunks(chunk_ids: list[str], fraction: float, seed: int) -> set[str]:
-    """A seeded random `fraction` of the chunks (see `validation_size`)."""
-    return set(seeded_order(chunk_ids, seed)[: validation_size(len(chunk_ids), fraction)])
 
 
 def choose_separable_validation(
@@ -110,3 +109,48 @@ def count(dataset: dict) -> dict[str, int]:
     """Questions and paragraphs in a SQuAD dataset."""
     paragraphs = [p for article in dataset["data"] for p in article["paragraphs"]]
     return {"questions": sum(len(p["qas"]) for p in paragraphs), "paragraphs": len(paragraphs)}
+
+
+def _check_squad(data: dict) -> None:
+    """Raise KeyError/TypeError naming the first field that is not SQuAD v1.1's."""
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise TypeError('no top-level "data" list')
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            if not isinstance(paragraph["context"], str):
+                raise TypeError('"context" is not a string')
+            for qa in paragraph["qas"]:
+                if not isinstance(qa["question"], str) or "id" not in qa:
+                    raise TypeError('a question needs "id" and a string "question"')
+                for answer in qa["answers"]:
+                    if not isinstance(answer["text"], str) or not isinstance(answer["answer_start"], int):
+                        raise TypeError('an answer needs a string "text" and an integer "answer_start"')
+
+
+def load_squad(path: Path) -> dict:
+    """Read and check a SQuAD v1.1 file; problems become one-line DistillqaErrors."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DistillqaError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DistillqaError(f"{path}: not a readable JSON file: {e}") from None
+    try:
+        _check_squad(data)
+    except (KeyError, TypeError) as e:
+        raise DistillqaError(f"{path}: not a SQuAD v1.1 file ({e})") from None
+    return data
+
+
+def squad_examples(dataset: dict) -> list[dict]:
+    """Flatten a SQuAD v1.1 dict into examples `{id, question, context, answers}`.
+
+    `answers` keeps SQuAD's own form, a list of `{"text", "answer_start"}`.
+    """
+    return [
+        {"id": qa["id"], "question": qa["question"], "context": paragraph["context"], "answers": qa.get("answers", [])}
+        for article in dataset["data"]
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+    ]

@@ -15,7 +15,6 @@ import re
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from distillqa.config import Config, IngestConfig
 from distillqa.console import track
@@ -24,11 +23,9 @@ from distillqa.ingest.markup import read_html, read_markdown
 from distillqa.ingest.normalize import Extracted, assemble
 from distillqa.ingest.office import read_docx
 from distillqa.ingest.pdf import read_pdf
-from distillqa.ingest.text import read_txt
+from distillqa.ingest.plaintext import read_txt
 from distillqa.io import write_jsonl
-
-if TYPE_CHECKING:
-    from distillqa.run import Run
+from distillqa.layout import DOCUMENTS, RunFolder
 
 log = logging.getLogger("distillqa")
 
@@ -165,9 +162,7 @@ def ingest_files(paths: list[Path], cfg: IngestConfig, quiet: bool = True) -> tu
     return documents, skipped
 
 
-def run_stage(run: Run, cfg: Config) -> dict:
-    from distillqa.run import DOCUMENTS
-
+def run_stage(run: RunFolder, cfg: Config) -> dict:
     documents, skipped = ingest_files(run.input_files(), cfg.ingest, quiet=run.quiet)
     write_jsonl(run.path(DOCUMENTS), documents)
     return {

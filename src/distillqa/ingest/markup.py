@@ -15,7 +15,7 @@ from markdown_it import MarkdownIt
 
 from distillqa.config import IngestConfig
 from distillqa.ingest.normalize import Extracted, sections
-from distillqa.ingest.text import decode_text
+from distillqa.ingest.plaintext import decode_text
 
 # Page furniture and non-text: never part of the document's content.
 _DROP = {"script", "style", "nav", "header", "footer", "aside", "noscript", "template", "svg", "iframe", "head"}

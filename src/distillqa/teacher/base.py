@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
-
 @dataclass(frozen=True)
 class GenerationRequest:
     messages: list[dict[str, str]]  # [{"role": "system"|"user"|"assistant", "content": ...}]

@@ -30,11 +30,11 @@ from distillqa.config import Config
 from distillqa.console import console, make_progress
 from distillqa.errors import DistillqaError
 from distillqa.io import append_jsonl, read_jsonl, repair_jsonl_tail, write_json
-from distillqa.run import CHUNKS, GENERATE_SUMMARY, GENERATIONS, Run
+from distillqa.layout import CHUNKS, GENERATE_SUMMARY, GENERATIONS, RunFolder
+from distillqa.questions.candidates import Candidate, extract_candidates
+from distillqa.questions.cloze import cloze_question
 from distillqa.teacher.backends import load_teacher
 from distillqa.teacher.base import GenerationRequest, GenerationResult, Teacher
-from distillqa.teacher.candidates import Candidate, extract_candidates
-from distillqa.teacher.cloze import cloze_question
 from distillqa.teacher.parsing import ParseError, parse_pairs, parse_question, question_problem
 from distillqa.teacher.prompts import (
     EXAMPLE_QUESTIONS,
@@ -286,7 +286,7 @@ def summarize(records: list[dict]) -> dict:
     }
 
 
-def run_stage(run: Run, cfg: Config) -> dict:
+def run_stage(run: RunFolder, cfg: Config) -> dict:
     """Generate pairs for RUN/chunks.jsonl into RUN/generations.jsonl (resumable)."""
     run.require(CHUNKS)
     chunks = read_jsonl(run.path(CHUNKS))
@@ -330,7 +330,7 @@ def run_stage(run: Run, cfg: Config) -> dict:
     return _flatten(summary)
 
 
-def crash_message(e: TeacherCrashed, run: Run, cfg: Config, kept: int) -> str:
+def crash_message(e: TeacherCrashed, run: RunFolder, cfg: Config, kept: int) -> str:
     """One line: which backend died of which signal, what was kept, and what to try."""
     other = "transformers" if e.backend != "transformers" else "llamacpp"
     return (
@@ -340,7 +340,7 @@ def crash_message(e: TeacherCrashed, run: Run, cfg: Config, kept: int) -> str:
 
 
 def _generate_with_progress(
-    run: Run, chunks: list[dict], teacher: Teacher, cfg: Config, out_path: Path, skipped: int
+    run: RunFolder, chunks: list[dict], teacher: Teacher, cfg: Config, out_path: Path, skipped: int
 ) -> int:
     """generate_chunks with a progress bar showing chunks/s and pairs so far."""
     log.info("generate: %d chunks, mode %s, teacher %s", len(chunks) - skipped, cfg.generate.mode, teacher.name)
@@ -358,13 +358,13 @@ def _generate_with_progress(
         return generate_chunks(chunks, teacher, cfg, out_path, on_chunk)
 
 
-def _warn(run: Run, message: str) -> None:
+def _warn(run: RunFolder, message: str) -> None:
     log.warning(message)
     if not run.quiet:
         console.print(f"[yellow]warning[/yellow]: {message}")
 
 
-def _warn_about_quality(run: Run, summary: dict) -> None:
+def _warn_about_quality(run: RunFolder, summary: dict) -> None:
     """Say so when the teacher was of little use, before the dataset stage finds out."""
     routes = summary["routes"]
     teacher_pairs = routes[TEACHER_QA]["pairs"] + routes[ANSWER_FIRST]["pairs"]

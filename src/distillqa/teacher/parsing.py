@@ -14,7 +14,7 @@ from typing import Any
 
 import json_repair
 
-from distillqa.teacher.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, STOPWORDS
+from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, STOPWORDS
 
 
 class ParseError(ValueError):

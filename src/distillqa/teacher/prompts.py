@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from distillqa.teacher.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PLACE
+from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PLACE
 
 MAX_QUESTION_CHARS = 200
 MAX_ANSWER_CHARS = 80

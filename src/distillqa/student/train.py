@@ -2,7 +2,7 @@
 
 The student is any encoder with a fast tokenizer (an HF id, a local folder, or the bundled
 MiniLM) with a fresh, seeded span head. Training is the HF `Trainer` on the windows of
-`distillqa.qa_features` (padded per batch, not to 384: most windows are far shorter). After
+`distillqa.student.features` (padded per batch, not to 384: most windows are far shorter). After
 every epoch the model reads the validation questions with the real `Reader` and is scored with
 the official SQuAD EM/F1; the epoch with the best F1 is kept. With no validation questions the
 last epoch is kept.
@@ -31,46 +31,24 @@ from typing import Any
 
 import torch
 from transformers import (
-    AutoModelForQuestionAnswering,
-    AutoTokenizer,
     DataCollatorWithPadding,
     PrinterCallback,
     ProgressCallback,
     Trainer,
     TrainingArguments,
-    set_seed,
 )
 
 from distillqa.config import Config, TrainConfig
+from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.errors import DistillqaError
-from distillqa.evaluate import load_squad, predict, score_examples
-from distillqa.models import resolve_encoder
-from distillqa.qa_features import check_tokenizer, prepare_eval_features, prepare_train_features, squad_examples
-from distillqa.reader import Reader, quiet_transformers
-from distillqa.run import STUDENT, TRAIN, VALIDATION, Run
+from distillqa.layout import STUDENT, TRAIN, VALIDATION, RunFolder
+from distillqa.student.evaluate import predict
+from distillqa.student.features import prepare_eval_features, prepare_train_features
+from distillqa.student.metrics import score_examples
+from distillqa.student.reader import Reader, load_base_student, quiet_transformers
 
 log = logging.getLogger("distillqa")
 LOG_POINTS = 50  # training-loss points in training_log.json, whatever the data size
-
-
-def load_base_student(name: str | None, seed: int) -> tuple[Any, Any]:
-    """The untrained student: (encoder + fresh QA head drawn from `seed`, its tokenizer).
-
-    Training starts from exactly this model, and the evaluate stage scores it as the baseline.
-    """
-    path = resolve_encoder(name)
-    set_seed(seed)
-    try:
-        with quiet_transformers(hide_warnings=True):
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            # fp32 master weights even from a half-precision checkpoint: AdamW's updates underflow
-            # in fp16 (all weights turn NaN after one step); mixed precision comes from autocast
-            model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DistillqaError(f"student {path!r}: cannot load it ({reason}); set train.student to an HF id or a local folder") from None
-    check_tokenizer(tokenizer, path)
-    return model, tokenizer
 
 
 def _precision() -> str:
@@ -149,7 +127,7 @@ def _model_card(base_model: str, stats: dict[str, int], cfg: TrainConfig, traini
         "",
         f"An extractive question-answering reader ({parameters:,} parameters) fine-tuned by distillqa from "
         f"`{base_model}` on question/answer pairs that a teacher LLM wrote about the user's documents.",
-        "Load it with `distillqa.reader.Reader.load(path)` or `AutoModelForQuestionAnswering.from_pretrained(path)`.",
+        "Load it with `distillqa.student.reader.Reader.load(path)` or `AutoModelForQuestionAnswering.from_pretrained(path)`.",
         "",
         "## Data",
         "",
@@ -288,7 +266,7 @@ def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg:
     }
 
 
-def run_stage(run: Run, cfg: Config) -> dict:
+def run_stage(run: RunFolder, cfg: Config) -> dict:
     """The `train` stage: RUN/train.json + RUN/validation.json -> RUN/student/."""
     run.require(TRAIN, VALIDATION)
     return train_reader(run.path(TRAIN), run.path(VALIDATION), run.path(STUDENT), cfg.train, quiet=run.quiet)

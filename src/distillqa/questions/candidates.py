@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from distillqa.chunking import sentence_spans
+from distillqa.chunk import sentence_spans
 
 # Answer kinds. The cloze fallback picks its wh-word from them; validation checks that a teacher
 # question about a date asks "when"/"what year", about a number "how many", and so on.

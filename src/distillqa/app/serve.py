@@ -7,7 +7,7 @@ package once, when the app is created, and each has its own fixed route.
 
 The run's `Asker` (index + reader) is loaded once at startup. `/ask` is a plain `def`, so
 FastAPI runs it in its threadpool and the event loop stays free; the Asker itself lets one
-question through the models at a time (see `distillqa.ask.Asker`).
+question through the models at a time (see `distillqa.app.ask.Asker`).
 
 `/docs` is Swagger UI over `/openapi.json`. FastAPI's own page loads Swagger UI from a CDN,
 which shows an empty page offline, so its script and stylesheet are the copies shipped in the
@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from distillqa import __version__
 
 if TYPE_CHECKING:
-    from distillqa.ask import Asker
+    from distillqa.app.ask import Asker
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_QUESTION_CHARS = 1000
@@ -148,7 +148,7 @@ class BodySizeLimit:
 
 def load_asker(run_dir: Path) -> Asker:
     """The run's Asker, warmed up so the first request is as fast as the rest."""
-    from distillqa.ask import Asker
+    from distillqa.app.ask import Asker
 
     asker = Asker(run_dir)
     asker.warm_up()
@@ -191,7 +191,7 @@ def create_app(run_dir: Path, asker: Asker | None = None) -> FastAPI:
             embedder=asker.index.embedder_name,
         )
 
-    static = files("distillqa.serve") / "static"
+    static = files("distillqa.app") / "static"
     for url, (name, media_type) in ASSETS.items():
         app.add_api_route(url, _asset_endpoint(static.joinpath(name).read_bytes(), media_type), include_in_schema=False)
     _add_docs(app)

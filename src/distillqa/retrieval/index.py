@@ -14,7 +14,7 @@ what the reader sees. English averages ~1.3 word pieces per word, so a word coun
 On disk (`RUN/index/`): `meta.json` (format, embedder, config), `passages.jsonl`,
 `documents.json` (titles and page offsets, for citing an answer's page), `embeddings.npy`
 (float32, one normalised row per passage), `bm25/` (bm25s's own files) and `query_encoder/`
-(the embedder exported to ONNX, see `distillqa.query_encoder`). Loading reads only the first
+(the embedder exported to ONNX, see `distillqa.retrieval.query_encoder`). Loading reads only the first
 five; the query encoder is loaded on the first query that needs it, because loading a model takes
 longer than loading the whole index. Without `query_encoder/` (export off or failed, or
 onnxruntime missing) questions are embedded with sentence-transformers, ~4x slower.
@@ -29,34 +29,34 @@ import re
 import shutil
 import tempfile
 import threading
-from importlib.util import find_spec
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from distillqa.chunk import sentence_spans
 from distillqa.config import RetrievalConfig
 from distillqa.console import track
 from distillqa.errors import DistillqaError
 from distillqa.io import read_json, read_jsonl, write_json, write_jsonl
-from distillqa.chunking import sentence_spans
-from distillqa import query_encoder
+from distillqa.layout import DOCUMENTS, INDEX, RunFolder
+from distillqa.retrieval import query_encoder
 
 if TYPE_CHECKING:
     from bm25s import BM25
     from sentence_transformers import SentenceTransformer
 
     from distillqa.config import Config
-    from distillqa.run import Run
 
 log = logging.getLogger("distillqa")
 
 FORMAT = 1
 META = "meta.json"
 PASSAGES = "passages.jsonl"
-DOCUMENTS = "documents.json"
+DOCUMENT_INFO = "documents.json"
 EMBEDDINGS = "embeddings.npy"
 BM25_DIR = "bm25"
 QUERY_ENCODER_DIR = "query_encoder"
@@ -358,7 +358,7 @@ class PassageIndex:
         try:
             tmp.chmod(0o755)  # mkdtemp makes it private; the index is as readable as the rest of the run
             write_jsonl(tmp / PASSAGES, (asdict(p) for p in self.passages))
-            write_json(tmp / DOCUMENTS, list(self.documents.values()))
+            write_json(tmp / DOCUMENT_INFO, list(self.documents.values()))
             np.save(tmp / EMBEDDINGS, self.embeddings)
             self.bm25.save(str(tmp / BM25_DIR), show_progress=False)
             exported = self.cfg.onnx_query_encoder and _export_query_encoder(self.cfg.embedder, tmp / QUERY_ENCODER_DIR)
@@ -400,7 +400,7 @@ class PassageIndex:
             raise DistillqaError(f"{directory}: index format {meta.get('format')} is not {FORMAT}: rebuild it with `distillqa index RUN --force`")
         try:
             passages = [Passage(**rec) for rec in read_jsonl(directory / PASSAGES)]
-            documents = read_json(directory / DOCUMENTS)
+            documents = read_json(directory / DOCUMENT_INFO)
             embeddings = np.load(directory / EMBEDDINGS)
             bm25 = bm25s.BM25.load(str(directory / BM25_DIR), show_progress=False, verbosity=0)
         except (OSError, ValueError, TypeError) as e:
@@ -458,14 +458,12 @@ class PassageIndex:
         return page_at(doc["pages"], offset) if doc else None
 
 
-def run_stage(run: Run, cfg: Config) -> dict:
+def run_stage(run: RunFolder, cfg: Config) -> dict:
     """Stage `index`: RUN/documents.jsonl -> RUN/index/."""
-    from distillqa.run import DOCUMENTS as DOCUMENTS_FILE
-    from distillqa.run import INDEX
 
-    documents = read_jsonl(run.path(DOCUMENTS_FILE))
+    documents = read_jsonl(run.path(DOCUMENTS))
     if not documents:
-        raise DistillqaError(f"{run.path(DOCUMENTS_FILE)}: no documents to index: run `distillqa ingest` with some files")
+        raise DistillqaError(f"{run.path(DOCUMENTS)}: no documents to index: run `distillqa ingest` with some files")
     index = PassageIndex.build(documents, cfg.retrieval, quiet=run.quiet)
     index.save(run.path(INDEX))
     return {

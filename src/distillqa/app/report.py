@@ -10,7 +10,7 @@ from pathlib import Path
 
 from distillqa.config import Config
 from distillqa.io import atomic_open, read_json, read_jsonl, write_json
-from distillqa.run import (
+from distillqa.layout import (
     CHUNKS,
     DATASET_SUMMARY,
     DOCUMENTS,
@@ -20,7 +20,7 @@ from distillqa.run import (
     REPORT_JSON,
     REPORT_MD,
     STUDENT,
-    Run,
+    RunFolder,
 )
 
 CURVE = "training_curve.png"
@@ -30,7 +30,7 @@ def _dir_size_mb(path: Path) -> float:
     return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6, 1)
 
 
-def collect(run: Run) -> dict:
+def collect(run: RunFolder) -> dict:
     """Gather the report's numbers from the run folder."""
     manifest = read_json(run.path(MANIFEST))
     docs = read_jsonl(run.path(DOCUMENTS))
@@ -131,7 +131,7 @@ def render_markdown(r: dict, curve: bool) -> str:
     return "\n".join(lines)
 
 
-def run_stage(run: Run, cfg: Config) -> dict:
+def run_stage(run: RunFolder, cfg: Config) -> dict:
     report = collect(run)
     log_path = run.path(STUDENT) / "training_log.json"
     curve = log_path.exists() and plot_training_curve(read_json(log_path), run.path(CURVE))

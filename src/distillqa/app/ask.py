@@ -29,19 +29,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from distillqa.errors import DistillqaError
-from distillqa.retrieval import META, Hit, PassageIndex
-from distillqa.run import INDEX
+from distillqa.layout import INDEX
+from distillqa.retrieval.index import META, Hit, PassageIndex
 
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from distillqa.reader import Reader
+    from distillqa.student.reader import Reader
 
 SNIPPET_CHARS = 300  # passage shown on each side of an answer in the terminal
 
 
 class Span(Protocol):
-    """What the reader returns for one answer (`distillqa.reader.Answer`)."""
+    """What the reader returns for one answer (`distillqa.student.reader.Answer`)."""
 
     text: str
     score: float
@@ -134,7 +134,7 @@ class Asker:
 
     def __init__(self, run_dir: Path, device: str | None = None, model_dir: Path | None = None):
         """`model_dir` reads with another student than the run's own (benchmarks compare several)."""
-        from distillqa.reader import Reader, resolve_model_dir
+        from distillqa.student.reader import Reader, resolve_model_dir
 
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
@@ -169,7 +169,7 @@ class Asker:
 
 def read_context(target: Path, question: str, context: str, top_k: int = 3) -> list[dict]:
     """Answers found in one given passage by the model in `target` (a run or model folder)."""
-    from distillqa.reader import Reader
+    from distillqa.student.reader import Reader
 
     question = check_question(question)
     if not context.strip():

@@ -8,7 +8,8 @@ import pytest
 from distillqa import io
 from distillqa.config import Config, load_config
 from distillqa.errors import DistillqaError
-from distillqa.run import MANIFEST, Run, Stage
+from distillqa.layout import MANIFEST
+from distillqa.pipeline import Run, Stage
 
 CALLS: list[str] = []
 
@@ -83,7 +84,7 @@ def test_failed_stage_leaves_nothing_half_written(run: Run):
 
 
 def test_missing_input_names_the_stage_to_run(tmp_path: Path):
-    from distillqa.run import STAGE_BY_NAME
+    from distillqa.pipeline import STAGE_BY_NAME
 
     r = Run(tmp_path)
     with pytest.raises(DistillqaError, match="distillqa ingest"):

@@ -1,4 +1,4 @@
-"""Windows, labels and span search shared by training and the reader (distillqa.qa_features)."""
+"""Windows, labels and span search shared by training and the reader (distillqa.student.features)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from distillqa.models import bundled_encoder
+from distillqa.dataset.squad import squad_examples
 from distillqa.errors import DistillqaError
-from distillqa.qa_features import (
+from distillqa.models import bundled_encoder
+from distillqa.student.features import (
     MAX_QUESTION_TOKENS,
     check_tokenizer,
     postprocess_predictions,
     prepare_eval_features,
     prepare_train_features,
-    squad_examples,
 )
 
 FILLER = "Rocks form slowly over many years in layers of sand and mud. "

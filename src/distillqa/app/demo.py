@@ -1,4 +1,4 @@
-"""`python -m distillqa.demo RUN`: after `make demo`, say where things are and ask one question.
+"""`python -m distillqa.app.demo RUN`: after `make demo`, say where things are and ask one question.
 
 The question is one the teacher wrote for the validation split (the student never trained on
 it), asked the way a user would: without a passage, through retrieval and the student.
@@ -12,11 +12,11 @@ from pathlib import Path
 from rich.console import Console
 
 from distillqa.io import read_json
-from distillqa.run import REPORT_MD, STUDENT, VALIDATION
+from distillqa.layout import REPORT_MD, STUDENT, VALIDATION
 
 
 def main(root: Path) -> None:
-    from distillqa.ask import Asker
+    from distillqa.app.ask import Asker
 
     console = Console()
     report = read_json(root / "report.json")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from distillqa.teacher.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PLACE, STOPWORDS
+from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PLACE, STOPWORDS
 
 MAX_QUESTION_WORDS = 30
 _AUX = r"is|are|was|were|has|have|had|can|could|will|would|may|might|must|should|does|do|did"

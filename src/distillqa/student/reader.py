@@ -1,9 +1,9 @@
 """The student reader: answer questions from given passages with a fine-tuned extractive QA model.
 
 transformers >= 5.3 has no `pipeline("question-answering")`, so this is our own: windows and
-span search come from `distillqa.qa_features` (the same code the student was trained with), and
+span search come from `distillqa.student.features` (the same code the student was trained with), and
 the model runs on padded batches of windows under `torch.inference_mode()`. `Answer.score` is a
-probability over the candidate spans of one passage (see `distillqa.qa_features.Answer`), so
+probability over the candidate spans of one passage (see `distillqa.student.features.Answer`), so
 it says how sure the reader is *within* that passage, not whether the passage holds an answer.
 """
 
@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer, set_seed
 
 from distillqa.errors import DistillqaError
-from distillqa.qa_features import Answer, check_tokenizer, postprocess_predictions, prepare_eval_features
+from distillqa.models import resolve_encoder
+from distillqa.student.features import Answer, check_tokenizer, postprocess_predictions, prepare_eval_features
 
 __all__ = ["Answer", "Reader", "resolve_model_dir"]
 
@@ -58,6 +60,26 @@ def quiet_transformers(hide_warnings: bool = False) -> Iterator[None]:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_base_student(name: str | None, seed: int) -> tuple[Any, Any]:
+    """The untrained student: (encoder + fresh QA head drawn from `seed`, its tokenizer).
+
+    Training starts from exactly this model, and the evaluate stage scores it as the baseline.
+    """
+    path = resolve_encoder(name)
+    set_seed(seed)
+    try:
+        with quiet_transformers(hide_warnings=True):
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            # fp32 master weights even from a half-precision checkpoint: AdamW's updates underflow
+            # in fp16 (all weights turn NaN after one step); mixed precision comes from autocast
+            model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DistillqaError(f"student {path!r}: cannot load it ({reason}); set train.student to an HF id or a local folder") from None
+    check_tokenizer(tokenizer, path)
+    return model, tokenizer
 
 
 class Reader:

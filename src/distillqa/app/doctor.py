@@ -63,7 +63,7 @@ def check_packages() -> Check:
 def check_torch() -> Check:
     import torch
 
-    from distillqa.reader import default_device
+    from distillqa.student.reader import default_device
 
     device = default_device()
     detail = f"torch {torch.__version__}, device {device}"

@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from distillqa.chunking import sentence_spans
-from distillqa.teacher.candidates import MAX_ANSWER_WORDS, PHRASE, STOPWORDS, heuristic_spans
-from distillqa.teacher.cloze import cloze_question, wh_phrase
+from distillqa.chunk import sentence_spans
+from distillqa.questions.candidates import MAX_ANSWER_WORDS, PHRASE, STOPWORDS, heuristic_spans
+from distillqa.questions.cloze import cloze_question, wh_phrase
 
 ROUTE = "span-cloze"
 MIN_SENTENCE_WORDS = 6

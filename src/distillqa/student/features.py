@@ -1,6 +1,6 @@
 """Turn (question, context) pairs into model windows and model logits back into answer spans.
 
-Pure functions shared by training (`distillqa.train`) and inference (`distillqa.reader`), so the
+Pure functions shared by training (`distillqa.student.train`) and inference (`distillqa.student.reader`), so the
 student is trained and read with exactly the same windows. They follow `run_qa.py` /
 `utils_qa.py` from the transformers examples:
 
@@ -44,19 +44,6 @@ class Answer:
     score: float
     start: int
     end: int
-
-
-def squad_examples(dataset: dict) -> list[dict]:
-    """Flatten a SQuAD v1.1 dict into examples `{id, question, context, answers}`.
-
-    `answers` keeps SQuAD's own form, a list of `{"text", "answer_start"}`.
-    """
-    return [
-        {"id": qa["id"], "question": qa["question"], "context": paragraph["context"], "answers": qa.get("answers", [])}
-        for article in dataset["data"]
-        for paragraph in article["paragraphs"]
-        for qa in paragraph["qas"]
-    ]
 
 
 def _question_first(tokenizer: Any) -> bool:

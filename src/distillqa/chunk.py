@@ -26,15 +26,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from distillqa.config import Config
 from distillqa.console import track
 from distillqa.errors import DistillqaError
 from distillqa.io import read_jsonl, write_jsonl
-
-if TYPE_CHECKING:
-    from distillqa.run import Run
+from distillqa.layout import CHUNKS, DOCUMENTS, RunFolder
 
 log = logging.getLogger("distillqa")
 
@@ -342,9 +339,7 @@ def _longest(fits: Callable[[int], bool], lo: int, hi: int) -> int:
     return lo
 
 
-def run_stage(run: Run, cfg: Config) -> dict:
-    from distillqa.run import CHUNKS, DOCUMENTS
-
+def run_stage(run: RunFolder, cfg: Config) -> dict:
     documents = read_jsonl(run.path(DOCUMENTS))
     count_tokens = load_token_counter(cfg)
     chunks: list[dict] = []

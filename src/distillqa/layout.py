@@ -1,0 +1,170 @@
+"""The run folder: its file names, which stage makes each, and the `RunFolder` every stage gets.
+
+Stage modules import this module, never `pipeline` (which imports them by name), so the package
+has no import cycle. `pipeline.Run` adds fingerprints and stage running on top of `RunFolder`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from distillqa.config import Config, load_config
+from distillqa.errors import DistillqaError
+from distillqa.io import atomic_open, read_json, write_json
+
+# Run-folder file names, shared by every stage.
+CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
+LOG = "log.txt"
+DOCUMENTS = "documents.jsonl"
+CHUNKS = "chunks.jsonl"
+GENERATIONS = "generations.jsonl"
+GENERATE_SUMMARY = "generate_summary.json"
+QA = "qa.jsonl"
+TRAIN = "train.json"
+VALIDATION = "validation.json"
+DATASET_SUMMARY = "dataset_summary.json"
+STUDENT = "student"
+EVAL = "eval.json"
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+INDEX = "index"
+EVAL_PREDICTIONS = "eval_predictions.json"
+
+# The stage that writes each file, for "run `distillqa STAGE RUN` first" hints (test_imports
+# checks it against pipeline.STAGES).
+MADE_BY = {
+    DOCUMENTS: "ingest",
+    CHUNKS: "chunk",
+    GENERATIONS: "generate",
+    GENERATE_SUMMARY: "generate",
+    QA: "build-dataset",
+    TRAIN: "build-dataset",
+    VALIDATION: "build-dataset",
+    DATASET_SUMMARY: "build-dataset",
+    STUDENT: "train",
+    EVAL: "evaluate",
+    EVAL_PREDICTIONS: "evaluate",
+    REPORT_MD: "report",
+    REPORT_JSON: "report",
+    INDEX: "index",
+}
+
+
+class _StderrWarnings(logging.StreamHandler):
+    """Prints WARNING records as `warning: ...` to whatever sys.stderr is at the time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("warning: %(message)s"))
+        self.addFilter(lambda record: record.levelno == logging.WARNING)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; sys.stderr is used instead
+        pass
+
+
+_CONSOLE_WARNINGS = _StderrWarnings()
+
+
+def hash_path(path: Path, h: "hashlib._Hash") -> None:
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                h.update(str(p.relative_to(path)).encode())
+                hash_file(p, h)
+    elif path.exists():
+        hash_file(path, h)
+
+
+def hash_file(path: Path, h: "hashlib._Hash") -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    hash_file(path, h)
+    return h.hexdigest()
+
+
+class RunFolder:
+    """A run folder: paths, manifest, effective config and log. What every stage function gets."""
+
+    def __init__(self, root: Path, quiet: bool = False):
+        self.root = root
+        self.quiet = quiet
+        self.log = logging.getLogger("distillqa")
+
+    # -- paths and state -------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def manifest(self) -> dict:
+        p = self.path(MANIFEST)
+        return read_json(p) if p.exists() else {"stages": {}, "inputs": []}
+
+    def save_manifest(self, manifest: dict) -> None:
+        write_json(self.path(MANIFEST), manifest)
+
+    def config(self, config_file: Path | None = None, overrides: list[str] | None = None) -> Config:
+        """The run's saved config, updated by a config file and overrides, then saved back."""
+        saved = self.path(CONFIG)
+        base = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.exists() else None
+        cfg = load_config(config_file, overrides, base=base)
+        if self.root.exists():
+            self.save_config(cfg)
+        return cfg
+
+    def save_config(self, cfg: Config) -> None:
+        with atomic_open(self.path(CONFIG)) as f:
+            yaml.safe_dump(cfg.model_dump(mode="json"), f, sort_keys=False)
+
+    def require(self, *names: str) -> None:
+        """Fail clearly when a stage is run before the stage that makes its input."""
+        for name in names:
+            if not self.path(name).exists():
+                maker = MADE_BY.get(name, "an earlier stage")
+                raise DistillqaError(f"{self.path(name)} not found: run `distillqa {maker} {self.root}` first")
+
+    def setup_logging(self) -> None:
+        """Log to RUN/log.txt (always, at INFO) in addition to the console."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        logger = logging.getLogger("distillqa")
+        logger.setLevel(logging.INFO)
+        target = str(self.path(LOG).resolve())
+        if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
+            handler = logging.FileHandler(target, encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+        # Warnings (skipped files, pages without text) also go to the terminal unless --quiet;
+        # errors are not: the CLI prints those itself, as one line.
+        if _CONSOLE_WARNINGS not in logger.handlers:
+            logger.addHandler(_CONSOLE_WARNINGS)
+        _CONSOLE_WARNINGS.setLevel(logging.CRITICAL + 1 if self.quiet else logging.WARNING)
+
+    # -- inputs ----------------------------------------------------------------------------
+    def set_inputs(self, files: list[Path]) -> None:
+        """Record the input documents (path, size, sha256) that `ingest` will read."""
+        manifest = self.manifest
+        manifest["inputs"] = [
+            {"path": str(p.resolve()), "size": p.stat().st_size, "sha256": file_sha256(p)} for p in files
+        ]
+        self.save_manifest(manifest)
+
+    def input_files(self) -> list[Path]:
+        inputs = self.manifest.get("inputs") or []
+        if not inputs:
+            raise DistillqaError(f"{self.root}: no input documents recorded: run `distillqa ingest PATH... --out {self.root}`")
+        return [Path(i["path"]) for i in inputs]

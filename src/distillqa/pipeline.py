@@ -1,0 +1,172 @@
+"""The pipeline: stage order, what each stage reads, writes and depends on, and resume.
+
+A stage's fingerprint hashes the settings it depends on and the content of the files it reads,
+so a finished stage reruns only when an input or one of its settings changed, and everything
+after it follows because its own inputs then change. Stage functions are named by
+"module:function" strings and imported only when they run, so `distillqa ingest` never loads
+torch, and no stage module imports this one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from distillqa import __version__
+from distillqa.config import Config
+from distillqa.layout import (
+    CHUNKS,
+    DATASET_SUMMARY,
+    DOCUMENTS,
+    EVAL,
+    GENERATE_SUMMARY,
+    GENERATIONS,
+    INDEX,
+    QA,
+    REPORT_JSON,
+    REPORT_MD,
+    STUDENT,
+    TRAIN,
+    VALIDATION,
+    RunFolder,
+    hash_path,
+)
+
+_PACKAGES = ("torch", "transformers", "llama_cpp_python", "sentence-transformers", "pypdfium2", "bm25s")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: what it reads, writes and depends on, and the function that runs it."""
+
+    name: str
+    target: str  # "module:function" taking (Run, Config) and returning a summary dict
+    sections: tuple[str, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    resumable: bool = False  # keeps partial output across a crash (generation)
+
+    def func(self) -> Callable[[RunFolder, Config], dict]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ingest", "distillqa.ingest:run_stage", ("ingest",), (), (DOCUMENTS,)),
+    Stage(
+        "chunk",
+        "distillqa.chunk:run_stage",
+        ("chunk", "teacher.backend", "teacher.model"),  # the teacher's tokenizer sizes chunks
+        (DOCUMENTS,),
+        (CHUNKS,),
+    ),
+    Stage(
+        "generate",
+        "distillqa.teacher.generate:run_stage",
+        ("teacher", "generate"),
+        (CHUNKS,),
+        (GENERATIONS, GENERATE_SUMMARY),
+        resumable=True,
+    ),
+    Stage(
+        "build-dataset",
+        "distillqa.dataset.build:run_stage",
+        ("dataset",),
+        (DOCUMENTS, CHUNKS, GENERATIONS),
+        (QA, TRAIN, VALIDATION, DATASET_SUMMARY),
+    ),
+    Stage("train", "distillqa.student.train:run_stage", ("train",), (TRAIN, VALIDATION), (STUDENT,)),
+    Stage("evaluate", "distillqa.student.evaluate:run_stage", ("train",), (STUDENT, VALIDATION), (EVAL,)),
+    Stage(
+        "report",
+        "distillqa.app.report:run_stage",
+        (),
+        (DOCUMENTS, CHUNKS, DATASET_SUMMARY, GENERATE_SUMMARY, EVAL, STUDENT),
+        (REPORT_MD, REPORT_JSON),
+    ),
+    Stage("index", "distillqa.retrieval.index:run_stage", ("retrieval",), (DOCUMENTS,), (INDEX,)),
+)
+STAGE_BY_NAME = {s.name: s for s in STAGES}
+
+
+class Run(RunFolder):
+    """A run folder that runs stages: fingerprints, the up-to-date check, the manifest's records."""
+
+    def fingerprint(self, stage: Stage, cfg: Config) -> str:
+        h = hashlib.sha256(stage.name.encode())
+        h.update(cfg.section_hash(*stage.sections).encode() if stage.sections else b"")
+        if stage.name == "ingest":
+            for item in self.manifest.get("inputs", []):
+                h.update(f"{item['path']}:{item['sha256']}".encode())
+        for name in stage.inputs:
+            h.update(name.encode())
+            hash_path(self.path(name), h)
+        return h.hexdigest()[:16]
+
+    def is_current(self, stage: Stage, cfg: Config) -> bool:
+        rec = self.manifest["stages"].get(stage.name)
+        return (
+            rec is not None
+            and rec.get("status") == "done"
+            and rec.get("fingerprint") == self.fingerprint(stage, cfg)
+            and all(self.path(o).exists() for o in stage.outputs)
+        )
+
+    def run_stage(self, stage: Stage, cfg: Config, force: bool = False) -> dict:
+        """Run one stage unless it is already done with the same inputs and settings."""
+        self.require(*stage.inputs)
+        fp = self.fingerprint(stage, cfg)
+        manifest = self.manifest
+        rec = manifest["stages"].get(stage.name, {})
+        if not force and self.is_current(stage, cfg):
+            self.log.info("stage %s: up to date, skipped", stage.name)
+            return {"skipped": True, **rec.get("summary", {})}
+        if not stage.resumable or rec.get("fingerprint") != fp or force:
+            for out in stage.outputs:  # stale partial output from other settings
+                p = self.path(out)
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        started = time.time()
+        manifest["stages"][stage.name] = {
+            "status": "running",
+            "fingerprint": fp,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        manifest.setdefault("created", manifest["stages"][stage.name]["started"])
+        manifest["distillqa_version"] = __version__
+        manifest["python"] = platform.python_version()
+        manifest["packages"] = package_versions()
+        manifest["config"] = cfg.model_dump(mode="json")
+        self.save_manifest(manifest)
+        self.log.info("stage %s: started", stage.name)
+        try:
+            summary = stage.func()(self, cfg) or {}
+        except BaseException as e:
+            manifest = self.manifest
+            manifest["stages"][stage.name].update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            self.save_manifest(manifest)
+            self.log.error("stage %s: failed: %s", stage.name, e)
+            raise
+        manifest = self.manifest
+        manifest["stages"][stage.name].update(
+            status="done", seconds=round(time.time() - started, 2), summary=summary
+        )
+        self.save_manifest(manifest)
+        self.log.info("stage %s: done in %.1fs", stage.name, time.time() - started)
+        return summary
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out

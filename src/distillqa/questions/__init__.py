@@ -1,0 +1,1 @@
+"""Rule-based question making, no model involved: answer candidates, cloze questions, span clozes."""

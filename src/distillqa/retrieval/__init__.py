@@ -1,0 +1,1 @@
+"""Questions without a passage: the BM25 + dense passage index and its ONNX query encoder."""

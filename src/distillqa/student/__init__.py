@@ -1,0 +1,1 @@
+"""The student reader: features and postprocessing, the model, training, metrics and evaluation."""
