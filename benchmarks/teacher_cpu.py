@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from distillqa.chunk import sentence_spans
+from distillqa.text import sentence_spans
 from distillqa.config import TeacherConfig
 from distillqa.models import bundled_teacher_gguf
 from distillqa.questions.candidates import extract_candidates

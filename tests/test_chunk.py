@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from distillqa.chunk import chunk_document, load_token_counter, sentence_spans
+from distillqa.chunk import chunk_document, load_token_counter
+from distillqa.text import sentence_spans
 from distillqa.config import ChunkConfig, Config, TeacherConfig
 from distillqa.errors import DistillqaError
 from distillqa.io import write_jsonl

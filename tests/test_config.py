@@ -83,3 +83,66 @@ def test_field_level_hash():
     a, b = Config(), load_config(None, ["teacher.temperature=0.9"])
     assert a.section_hash("teacher.model", "teacher.backend") == b.section_hash("teacher.model", "teacher.backend")
     assert a.section_hash("teacher") != b.section_hash("teacher")
+
+
+# Every NOT_HASHED setting with a changed value (the test below fails when one is added untested).
+UNHASHED_CHANGES = [
+    "teacher.isolate=false",
+    "teacher.n_threads=2",
+    "teacher.n_gpu_layers=10",
+    "teacher.weight_repacking=true",
+    "teacher.batch_size=2",
+    "teacher.base_url=http://127.0.0.1:1",
+    "teacher.api_key_env=OTHER_KEY",
+    "teacher.concurrency=16",
+    "teacher.timeout_s=5",
+    "teacher.max_retries=0",
+    "generate.max_chunks=5",
+    "generate.wave_requests=3",
+    "train.eval_batch_size=4",
+    "retrieval.top_k=9",
+    "retrieval.passages_per_answer=1",
+    "retrieval.candidates=20",
+    "retrieval.rrf_k=10",
+]
+
+
+def test_settings_that_do_not_change_output_are_not_hashed():
+    from distillqa.config import is_hashed
+
+    marked = {
+        f"{name}.{key}"
+        for name in Config.model_fields
+        for key, field in type(getattr(Config(), name)).model_fields.items()
+        if not is_hashed(field)
+    }
+    assert {c.partition("=")[0] for c in UNHASHED_CHANGES} == marked
+    base = Config()
+    for change in UNHASHED_CHANGES:
+        section = change.partition(".")[0]
+        changed = load_config(None, [change])
+        assert changed != base, change
+        assert changed.section_hash(section) == base.section_hash(section), change
+    # named on its own (a stage's scope), an unhashed setting is hashed
+    five = load_config(None, ["generate.max_chunks=5"])
+    assert five.section_hash("generate.max_chunks") != base.section_hash("generate.max_chunks")
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["teacher.temperature=0.9", "teacher.model=other.gguf", "generate.mode=qa", "questions.min_sentence_words=6",
+     "retrieval.passage_tokens=100", "retrieval.embedder=other-embedder"],
+)
+def test_settings_that_change_output_are_hashed(change: str):
+    section = change.partition(".")[0]
+    assert load_config(None, [change]).section_hash(section) != Config().section_hash(section)
+
+
+def test_rule_limits_must_fit_the_dataset_filter():
+    for key in ("max_answer_words", "max_question_words"):
+        with pytest.raises(DistillqaError) as e:
+            load_config(None, [f"questions.{key}=41"])
+        assert f"questions.{key} (41) must not exceed dataset.{key}" in str(e.value)
+        assert "\n" not in str(e.value) and " at :" not in str(e.value)
+        raised = load_config(None, [f"questions.{key}=41", f"dataset.{key}=41"])
+        assert getattr(raised.questions, key) == 41

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from distillqa.config import Config, DatasetConfig
-from distillqa.dataset.build import context_window, page_of, run_stage
+from distillqa.dataset.build import context_window, run_stage
 from distillqa.dataset.squad import seeded_order, validation_size
 from distillqa.errors import DistillqaError
 from distillqa.io import read_json, read_jsonl
@@ -331,11 +331,6 @@ def test_context_window_never_cuts_a_long_answer():
     assert lo <= 10 and hi >= len(TEXT) - 10
 
 
-def test_page_of():
-    pages = [{"number": 3, "start": 0, "end": 100}, {"number": 4, "start": 102, "end": 200}]
-    assert [page_of(pages, o) for o in (0, 99, 101, 102, 199)] == [3, 3, 3, 4, 4]
-
-
 @pytest.mark.parametrize(
     ("n", "fraction", "expected"),
     [(1, 0.1, 0), (1, 0.9, 0), (2, 0.1, 1), (5, 0.1, 1), (20, 0.1, 2), (20, 0.5, 10), (20, 0.0, 0), (3, 0.99, 2)],
@@ -379,3 +374,15 @@ def test_span_clozes_join_the_teacher_pairs(tmp_path):
     run_stage(teacher_only, small_context_config())
     teacher_pairs = {(r["question"], r["offset"]) for r in read_jsonl(teacher_only.path("qa.jsonl"))}
     assert teacher_pairs == {(r["question"], r["offset"]) for r in records if r["route"] != "span-cloze"}
+
+
+def test_only_generations_of_chunks_in_generate_scope_are_used(tmp_path):
+    """After generate.max_chunks is lowered, generations.jsonl still holds the chunks a higher
+    limit made (so raising it again resumes); build-dataset leaves them out."""
+    run = write_run(tmp_path / "run")
+    cfg = small_context_config().model_copy(update={"generate": Config().generate.model_copy(update={"max_chunks": 2})})
+    summary = run_stage(run, cfg)
+    assert {r["chunk_id"] for r in read_jsonl(run.path("qa.jsonl"))} <= {"geology-aaaa-0000", "geology-aaaa-0001"}
+    assert read_json(run.path("dataset_summary.json"))["generations"] == 2
+    everything = run_stage(write_run(tmp_path / "all"), small_context_config())
+    assert summary["pairs_proposed"] < everything["pairs_proposed"]

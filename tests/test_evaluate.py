@@ -1,4 +1,5 @@
-"""Official SQuAD v1.1 EM/F1, SQuAD file checks, evaluate_file and the evaluate stage."""
+"""Official SQuAD v1.1 EM/F1, SQuAD file checks, evaluate_file, the evaluate stage and the
+`evaluate` command (the stage, reader mode, --open, --predictions and their errors)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+from typer.testing import CliRunner
 
-from distillqa.config import Config, TrainConfig
+from distillqa.app.ask import Asker, score_open
+from distillqa.cli import app
+from distillqa.config import Config, RetrievalConfig, TrainConfig
 from distillqa.errors import DistillqaError
+from distillqa.io import write_jsonl
 from distillqa.models import bundled_encoder
 from distillqa.pipeline import Run
+from distillqa.retrieval.index import PassageIndex
 from distillqa.dataset.squad import load_squad
 from distillqa.student.evaluate import evaluate_file, run_stage
-from distillqa.student.metrics import exact_match, f1_score, squad_scores
+from distillqa.student.metrics import exact_match, f1_score, score_examples, squad_scores
 from distillqa.text import normalize_answer
 from distillqa.dataset.squad import squad_examples
 from distillqa.student.reader import Reader
@@ -125,6 +131,16 @@ def test_evaluate_stage_writes_baseline_and_distilled(tmp_path):
         assert set(written[name]) == {"exact_match", "f1", "n", "ms_per_question"}
         assert written[name]["n"] == 2
         assert summary[f"{name}_f1"] == pytest.approx(written[name]["f1"], abs=0.01)
+    # eval_predictions.json: each question's gold and both answers, the ones eval.json's totals score
+    answers = json.loads(run.path("eval_predictions.json").read_text())
+    assert set(answers) == {"a", "b"}
+    assert answers["a"]["question"] == "q?" and answers["a"]["answers"] == ["Paris"] and answers["b"]["answers"] == ["France"]
+    examples = squad_examples(load_squad(run.path("validation.json")))
+    for name in ("baseline", "distilled"):
+        rescored = score_examples(examples, {qid: a[name] for qid, a in answers.items()})
+        assert rescored["f1"] == pytest.approx(written[name]["f1"]) and rescored["exact_match"] == pytest.approx(written[name]["exact_match"])
+    context = json.loads(run.path("validation.json").read_text())["data"][0]["paragraphs"][0]["context"]
+    assert all(a[name] in context for a in answers.values() for name in ("baseline", "distilled"))
 
 
 def test_evaluate_stage_with_no_validation_questions(tmp_path):
@@ -134,3 +150,160 @@ def test_evaluate_stage_with_no_validation_questions(tmp_path):
     assert run_stage(run, Config()) == {"validation_questions": 0}
     written = json.loads(run.path("eval.json").read_text())
     assert written["validation_questions"] == 0 and written["baseline"] is None and written["distilled"] is None
+    assert json.loads(run.path("eval_predictions.json").read_text()) == {}
+
+
+# -- the `evaluate` command: the stage, reader mode, open mode, predictions, errors -----------
+
+runner = CliRunner()
+
+HARBOUR = (
+    "The harbour light of Port Elwin was built in 1854 by the engineer Margaret Hale. It stands on a granite "
+    "ledge at the mouth of the Elwin River.\n\n"
+    "The last keeper, Edward Vance, left the tower in 1986, when the light was automated. Today the building "
+    "houses a small museum run by the Port Elwin Historical Society."
+)
+HARBOUR_QUESTIONS = [
+    ("built", "Who built the harbour light of Port Elwin?", "Margaret Hale"),
+    ("keeper", "Who was the last keeper of the tower?", "Edward Vance"),
+    ("museum", "Who runs the museum in the building?", "the Port Elwin Historical Society"),
+]
+
+
+def harbour_squad(path: Path) -> Path:
+    """Questions about HARBOUR, each with the paragraph holding its answer as context."""
+    paragraphs = []
+    for paragraph in HARBOUR.split("\n\n"):
+        qas = [
+            {"id": qid, "question": q, "answers": [{"text": a, "answer_start": paragraph.index(a)}]}
+            for qid, q, a in HARBOUR_QUESTIONS
+            if a in paragraph
+        ]
+        paragraphs.append({"context": paragraph, "qas": qas})
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "Harbour", "paragraphs": paragraphs}]}))
+    return path
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def indexed_run(tmp_path_factory) -> Path:
+    """A run folder with documents.jsonl, index/ (no ONNX export: not what is tested here) and a tiny student/."""
+    root = tmp_path_factory.mktemp("evaluate") / "run"
+    root.mkdir()
+    cut = HARBOUR.index("\n\n")
+    document = {
+        "doc_id": "harbour",
+        "source": "/docs/harbour.txt",
+        "title": "Harbour",
+        "text": HARBOUR,
+        "pages": [{"number": 1, "start": 0, "end": cut}, {"number": 2, "start": cut + 2, "end": len(HARBOUR)}],
+    }
+    write_jsonl(root / "documents.jsonl", [document])
+    (root / "manifest.json").write_text(json.dumps({"stages": {}, "inputs": []}))
+    cfg = RetrievalConfig(passage_tokens=40, passage_overlap_tokens=8, onnx_query_encoder=False)
+    PassageIndex.build([document], cfg).save(root / "index")
+    save_tiny_bert(root / "student")
+    return root
+
+
+def test_evaluate_run_runs_the_stage(tmp_path):
+    base = save_tiny_bert(tmp_path / "base", seed=1)
+    run = tmp_path / "run"
+    save_tiny_bert(run / "student", seed=2)
+    (run / "manifest.json").write_text(json.dumps({"stages": {}, "inputs": []}))
+    (run / "validation.json").write_text(json.dumps(squad([("a", ["Paris"]), ("b", ["France"])])))
+    result = runner.invoke(app, ["evaluate", str(run), "--set", f"train.student={base}", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "eval.json").read_text())["validation_questions"] == 2
+    assert set(json.loads((run / "eval_predictions.json").read_text())) == {"a", "b"}
+    assert json.loads((run / "manifest.json").read_text())["stages"]["evaluate"]["status"] == "done"
+
+
+def test_reader_mode_writes_run_qa_predictions(tmp_path):
+    model = save_tiny_bert(tmp_path / "model")
+    data = harbour_squad(tmp_path / "dev.json")
+    predictions = tmp_path / "out" / "predictions.json"
+    result = runner.invoke(app, ["evaluate", str(model), str(data), "--predictions", str(predictions), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["mode"] == "reader" and scores["n"] == 3
+    written = json.loads(predictions.read_text())
+    examples = squad_examples(load_squad(data))
+    reader = Reader.load(model, device="cpu")
+    found = reader.answer([e["question"] for e in examples], [e["context"] for e in examples])
+    assert written == {e["id"]: spans[0].text for e, spans in zip(examples, found)}  # {id: answer text}
+    assert {k: scores[k] for k in ("exact_match", "f1", "n")} == pytest.approx(score_examples(examples, written))
+    plain = runner.invoke(app, ["evaluate", str(model), str(data), "--quiet"])
+    assert plain.exit_code == 0 and plain.stdout.strip().endswith("questions 3  (reader mode)")
+
+
+def test_reader_mode_reads_with_the_runs_settings_and_leaves_the_run_alone(tmp_path):
+    run = tmp_path / "run"
+    save_tiny_bert(run / "student")
+    saved = "train:\n  max_answer_length: 1\n"
+    (run / "config.yaml").write_text(saved)
+    data = harbour_squad(tmp_path / "dev.json")
+    predictions = tmp_path / "predictions.json"
+    result = runner.invoke(app, ["evaluate", str(run), str(data), "--predictions", str(predictions), "--quiet"])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(predictions.read_text()).values()
+    assert answers and all(len(a.split()) <= 1 for a in answers)  # answers of at most one token
+    assert (run / "config.yaml").read_text() == saved
+
+
+def test_open_mode_scores_the_top_answer_a_user_sees(indexed_run, tmp_path):
+    data = harbour_squad(tmp_path / "dev.json")
+    predictions = tmp_path / "predictions.json"
+    args = ["evaluate", str(indexed_run), str(data), "--open", "--predictions", str(predictions), "--json", "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["mode"] == "open" and scores["n"] == len(HARBOUR_QUESTIONS)
+    written = json.loads(predictions.read_text())
+    asker = Asker(indexed_run)
+    assert written == {qid: asker.ask(q, top_k=1)[0]["answer"] for qid, q, _ in HARBOUR_QUESTIONS}
+    assert all(answer and answer in HARBOUR for answer in written.values())  # read from the run's documents
+    examples = squad_examples(load_squad(data))
+    assert {k: scores[k] for k in ("exact_match", "f1", "n")} == pytest.approx(score_examples(examples, written))
+
+
+def test_open_mode_gives_a_blank_question_no_answer(indexed_run):
+    examples = [{"id": "blank", "question": "  ", "context": "", "answers": [{"text": "Hale", "answer_start": 0}]}]
+    scores, predictions = score_open(Asker(indexed_run), examples)
+    assert predictions == {"blank": ""} and scores["f1"] == 0.0 and scores["n"] == 1
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--open"], "--open and --predictions score a SQuAD file"),
+        (["--predictions", "p.json"], "--open and --predictions score a SQuAD file"),
+        (["--json"], "--json prints the scores of a SQuAD file"),
+    ],
+)
+def test_file_options_without_a_file_are_errors(tmp_path, args, message):
+    result = runner.invoke(app, ["evaluate", str(tmp_path), *args])
+    assert result.exit_code == 2
+    assert len(error_lines(result)) == 1 and message in error_lines(result)[0]
+
+
+def test_open_mode_and_file_errors_are_one_line(tmp_path):
+    data = harbour_squad(tmp_path / "dev.json")
+    model = save_tiny_bert(tmp_path / "model")
+    no_index = tmp_path / "run"
+    save_tiny_bert(no_index / "student")
+    (no_index / "manifest.json").write_text(json.dumps({"stages": {}, "inputs": []}))
+    cases = [
+        (["evaluate", str(model), str(data), "--open"], "--open needs a run folder with an index"),
+        (["evaluate", str(no_index), str(data), "--open"], f"no passage index: run `distillqa index {no_index}` first"),
+        (["evaluate", str(model), str(tmp_path / "missing.json")], "missing.json: file not found"),
+        (["evaluate", str(model), str(data), "--predictions", str(tmp_path)], "is a folder"),
+        (["evaluate", str(model), str(data), "--force"], "--force reruns the evaluate stage"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert len(error_lines(result)) == 1 and message in error_lines(result)[0], (args, result.stderr)

@@ -323,3 +323,80 @@ def test_run_stage_max_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     cfg = run.config(overrides=["generate.max_chunks=2"])
     assert run.run_stage(STAGE_BY_NAME["generate"], cfg)["chunks"] == 2
     assert len(read_jsonl(run.path(GENERATIONS))) == 2
+
+
+# -- what a settings change keeps -------------------------------------------------------------
+
+
+class CountingLoads:
+    """`load_teacher` stand-in: a new ScriptedTeacher per load, all kept for inspection."""
+
+    def __init__(self) -> None:
+        self.teachers: list[ScriptedTeacher] = []
+
+    def __call__(self, cfg) -> ScriptedTeacher:
+        self.teachers.append(ScriptedTeacher(lambda r: good_questions(r) if "\nAnswer: " in r.messages[-1]["content"] else "???"))
+        return self.teachers[-1]
+
+
+def chunk_of(request: GenerationRequest, chunks: list[dict]) -> str:
+    """The chunk an answer-first request is about (its sentence is in exactly one test chunk)."""
+    sentence = request.messages[-1]["content"].split("\n", 1)[0].removeprefix("Sentence: ")
+    (chunk_id,) = [c["chunk_id"] for c in chunks if sentence in c["text"]]
+    return chunk_id
+
+
+def test_speed_settings_keep_a_finished_generate_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = CountingLoads()
+    monkeypatch.setattr(gen, "load_teacher", loads)
+    run, cfg = make_run(tmp_path, make_chunks())
+    stage = STAGE_BY_NAME["generate"]
+    run.run_stage(stage, cfg)
+    before = run.path(GENERATIONS).read_bytes()
+    faster = run.config(overrides=["teacher.concurrency=16", "teacher.timeout_s=5", "teacher.n_threads=2",
+                                   "teacher.batch_size=4", "generate.wave_requests=3"])
+    assert run.is_current(stage, faster)
+    assert run.run_stage(stage, faster)["skipped"] is True
+    assert run.path(GENERATIONS).read_bytes() == before
+    assert len(loads.teachers) == 1
+
+
+def test_max_chunks_is_a_scope_generation_resumes_across(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = CountingLoads()
+    monkeypatch.setattr(gen, "load_teacher", loads)
+    chunks = make_chunks()
+    run, _ = make_run(tmp_path, chunks)
+    stage = STAGE_BY_NAME["generate"]
+    run.run_stage(stage, run.config(overrides=["generate.max_chunks=1"]))
+    first = run.path(GENERATIONS).read_text()
+    assert len(read_jsonl(run.path(GENERATIONS))) == 1
+
+    raised = run.config(overrides=["generate.max_chunks=3"])
+    assert not run.is_current(stage, raised)
+    summary = run.run_stage(stage, raised)
+    assert (summary["chunks"], summary["chunks_skipped_resume"], summary["chunks_generated"]) == (3, 1, 2)
+    assert run.path(GENERATIONS).read_text().startswith(first)  # the first chunk's line is kept as it was
+    assert {chunk_of(r, chunks) for r in loads.teachers[-1].requests} == {c["chunk_id"] for c in chunks[1:]}
+
+    lowered = run.config(overrides=["generate.max_chunks=2"])
+    summary = run.run_stage(stage, lowered)  # nothing to generate: no teacher is loaded
+    assert (summary["chunks"], summary["chunks_generated"], len(loads.teachers)) == (2, 0, 2)
+    assert len(read_jsonl(run.path(GENERATIONS))) == 3  # kept for a higher limit
+    assert read_json(run.path(GENERATE_SUMMARY))["chunks"] == 2
+    assert run.is_current(stage, lowered)
+
+
+@pytest.mark.parametrize(
+    "change", ["teacher.temperature=0.9", "teacher.model=other.gguf", "generate.mode=both", "questions.max_answer_words=3"]
+)
+def test_output_settings_restart_generation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    loads = CountingLoads()
+    monkeypatch.setattr(gen, "load_teacher", loads)
+    run, cfg = make_run(tmp_path, make_chunks())
+    stage = STAGE_BY_NAME["generate"]
+    run.run_stage(stage, cfg)
+    changed = run.config(overrides=[change])
+    summary = run.run_stage(stage, changed)
+    assert (summary["chunks_skipped_resume"], summary["chunks_generated"]) == (0, 3)
+    assert len(read_jsonl(run.path(GENERATIONS))) == 3  # regenerated, not appended to
+    assert run.is_current(stage, changed) and not run.is_current(stage, cfg)

@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from distillqa.dataset.grounding import Span, ground, ground_with_reason
+from distillqa.dataset.grounding import GroundedSpan, ground, ground_with_reason
 
 TEXT = "Geology is the study of the Earth. It describes rocks, minerals and the processes that shape them."
 
@@ -19,7 +19,7 @@ def grounded(answer: str, text: str, **kwargs) -> tuple[str | None, str]:
 
 def test_exact_match_returns_source_offsets():
     span = ground("the study of the Earth", TEXT)
-    assert span == Span(11, 33, "exact")
+    assert span == GroundedSpan(11, 33, "exact")
     assert TEXT[span.start : span.end] == "the study of the Earth"
 
 

@@ -97,3 +97,58 @@ def test_config_is_saved_and_reused(tmp_path: Path):
     assert cfg.train.epochs == 2
     again = Run(tmp_path).config(None, ["teacher.seed=5"])
     assert again.train.epochs == 2 and again.teacher.seed == 5
+
+
+# -- what a settings change reruns ------------------------------------------------------------
+
+
+def _count(run: Run, cfg: Config) -> dict:
+    """A resumable stage whose scope is `train.epochs` items: appends the lines it lacks."""
+    path = run.path("n.txt")
+    have = path.read_text().splitlines() if path.exists() else []
+    CALLS.append("resume" if path.exists() else "fresh")
+    with open(path, "a") as f:
+        for i in range(len(have), int(cfg.train.epochs)):
+            f.write(f"{i}{'!' if cfg.ingest.skip_bad else ''}\n")
+    return {"lines": int(cfg.train.epochs)}
+
+
+COUNT = Stage("count", f"{__name__}:_count", ("ingest",), ("a.txt",), ("n.txt",), resumable=True, scope=("train.epochs",))
+
+
+def test_a_scope_change_reruns_on_top_of_the_output_and_an_output_setting_restarts(run: Run):
+    two = load_config(None, ["train.epochs=2"])
+    run.run_stage(COUNT, two)
+    assert run.run_stage(COUNT, two)["skipped"] is True
+    four = load_config(None, ["train.epochs=4"])
+    assert not run.is_current(COUNT, four)
+    run.run_stage(COUNT, four)
+    assert run.path("n.txt").read_text() == "0\n1\n2\n3\n"
+    assert run.is_current(COUNT, four) and not run.is_current(COUNT, two)
+    # ingest.skip_bad is part of the stage's output: the old lines go
+    run.run_stage(COUNT, load_config(None, ["train.epochs=4", "ingest.skip_bad=true"]))
+    assert run.path("n.txt").read_text() == "0!\n1!\n2!\n3!\n"
+    assert CALLS == ["fresh", "resume", "fresh"]
+
+
+def test_every_stage_names_real_settings():
+    from distillqa.pipeline import STAGES
+
+    for stage in STAGES:
+        for name in (*stage.sections, *stage.scope):
+            section, _, field = name.partition(".")
+            assert section in Config.model_fields, (stage.name, name)
+            assert not field or field in type(getattr(Config(), section)).model_fields, (stage.name, name)
+
+
+def test_query_time_retrieval_settings_do_not_rebuild_the_index(tmp_path: Path):
+    from distillqa.layout import DOCUMENTS
+    from distillqa.pipeline import STAGE_BY_NAME
+
+    r = Run(tmp_path)
+    io.write_jsonl(r.path(DOCUMENTS), [{"doc_id": "d", "text": "Some text."}])
+    index = STAGE_BY_NAME["index"]
+    base = r.fingerprint(index, Config())
+    query_time = load_config(None, ["retrieval.top_k=9", "retrieval.passages_per_answer=1", "retrieval.candidates=7", "retrieval.rrf_k=3"])
+    assert r.fingerprint(index, query_time) == base
+    assert r.fingerprint(index, load_config(None, ["retrieval.passage_tokens=100"])) != base

@@ -20,11 +20,10 @@ from distillqa.retrieval.index import (
     bm25_tokens,
     load_embedder,
     make_passages,
-    page_at,
     rrf_fuse,
     run_stage,
-    sentence_spans,
 )
+from distillqa.text import sentence_spans
 
 
 def words(texts: list[str]) -> list[int]:
@@ -96,12 +95,6 @@ def test_config_refuses_an_overlap_as_large_as_the_passage():
         RetrievalConfig(passage_tokens=64, passage_overlap_tokens=64)
 
 
-def test_page_at_counts_a_separator_as_the_page_before():
-    pages = [{"number": 3, "start": 0, "end": 10}, {"number": 4, "start": 12, "end": 20}]
-    assert [page_at(pages, i) for i in (0, 9, 10, 11, 12, 19)] == [3, 3, 3, 3, 4, 4]
-    assert page_at([], 5) is None
-
-
 # -- ranking --------------------------------------------------------------------------------
 
 
@@ -168,7 +161,8 @@ def test_index_stage_writes_its_files(run_dir: Path):
     meta = json.loads((folder / META).read_text())
     assert meta["query_encoder"] == "onnxruntime"
     assert "MiniLM" in meta["embedder"] and meta["config"]["embedder"] is None
-    assert meta["config"]["passage_tokens"] == 40 and meta["config"]["rrf_k"] == 60
+    assert meta["config"]["passage_tokens"] == 40
+    assert "rrf_k" not in meta["config"] and "top_k" not in meta["config"]  # query time: read by `ask`
     emb = np.load(folder / EMBEDDINGS)
     assert emb.dtype == np.float32 and emb.shape == (meta["passages"], meta["dim"])
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
@@ -201,6 +195,20 @@ def test_search_hits_are_fused_best_first_with_citations(index: PassageIndex):
     assert (top.passage.document, top.passage.page) == ("harbour.txt", 1)
     assert index.search("   ", k=3) == []
     assert len(index.search("the of and", k=2)) == 2  # stopwords only: dense still answers
+
+
+def test_query_time_settings_are_search_arguments(index: PassageIndex):
+    query = "Who built the harbour light in 1854?"
+    for rrf_k in (1, 60):
+        for hit in index.search(query, k=4, rrf_k=rrf_k):
+            ranks = [r for r in (hit.bm25_rank, hit.dense_rank) if r is not None]
+            assert hit.score == pytest.approx(sum(1 / (rrf_k + r) for r in ranks))
+    # each ranking goes max(k, candidates) deep: by default a top-2 hit can rank lower in one of them
+    def ranks(hits):
+        return [r for h in hits for r in (h.bm25_rank, h.dense_rank) if r is not None]
+
+    assert max(ranks(index.search(query, k=2))) > 2
+    assert max(ranks(index.search(query, k=2, candidates=1))) <= 2
 
 
 def test_pages_come_from_the_document_offsets(index: PassageIndex):

@@ -16,7 +16,6 @@ chunks cover every non-space character of it.
 from __future__ import annotations
 
 import atexit
-import bisect
 import functools
 import logging
 import os
@@ -32,80 +31,15 @@ from distillqa.console import track
 from distillqa.errors import DistillqaError
 from distillqa.io import read_jsonl, write_jsonl
 from distillqa.layout import CHUNKS, DOCUMENTS, RunFolder
+from distillqa.records import page_at
+from distillqa.text import ENDS_WITH_STOP, sentence_spans
 
 log = logging.getLogger("distillqa")
 
 TokenCounter = Callable[[str], int]
 
-# --- sentences -----------------------------------------------------------------------------
-
-# A period after these is not a sentence end even before a capital ("Dr. Watson", "et al. (2019)").
-# Only words usually followed by a name need listing: a lowercase next word never starts a
-# sentence ("50 ft. tall"), and "Inc."/"etc." end sentences at least as often as not.
-_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt rev gen col lt sgt capt cmdr adm gov sen rep hon pres vs viz cf al dept univ".split()
-)
-# ... and after these only before a number ("No. 5", "Fig. 3", "Jan. 12", "ca. 1500").
-_BEFORE_NUMBER = frozenset(
-    "no nos p pp vol vols fig figs eq eqs ch sec art approx ca "
-    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
-)
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
-_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
-_NEXT_CHAR = re.compile(r"\s*(\S)")
-_DOTTED = re.compile(r"(?:[^\W\d_]{1,3}\.)+[^\W\d_]{1,3}")  # U.S, e.g, i.e, Ph.D, a.m
 _SPACE_RUNS = re.compile(r"\S+")
-_FULL_STOP = re.compile(r"[.!?…:;][\"'”’)\]]*$")
 _HEADING_TOKENS = 24
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence, trimmed of whitespace, in order; they cover every
-    non-space character of `text`. Paragraph breaks (blank lines) always end a sentence.
-
-    A period ends a sentence only if whitespace and then a non-lowercase character follow and
-    the word before it is not an abbreviation ("Dr.", "Gen."), a dotted abbreviation ("U.S.",
-    "e.g."), an initial ("J. R. R. Tolkien") or "No."/"p." before a number. Decimals ("3.5")
-    never split: no space follows their dot.
-    """
-    spans: list[tuple[int, int]] = []
-    block_start = 0
-    for block_end in [m.start() for m in _PARAGRAPH_BREAK.finditer(text)] + [len(text)]:
-        start = block_start
-        for m in _SENTENCE_END.finditer(text, block_start, block_end):
-            nxt = _next_char(text, m.end(), block_end)
-            if nxt and _ends_sentence(text, m, nxt):
-                _add_span(text, start, m.end(), spans)
-                start = m.end()
-        _add_span(text, start, block_end, spans)
-        block_start = block_end
-    return spans
-
-
-def _next_char(text: str, pos: int, limit: int) -> str:
-    m = _NEXT_CHAR.match(text, pos, limit)
-    return m.group(1) if m else ""
-
-
-def _ends_sentence(text: str, m: re.Match, nxt: str) -> bool:
-    """Whether the punctuation matched by `m`, followed by the character `nxt`, ends a sentence."""
-    if nxt.islower() or nxt in ",;:":  # "approx. five", "e.g., rocks"
-        return False
-    if not m.group().startswith("."):
-        return True
-    before = text[max(0, m.start() - 40) : m.start()]
-    token = before.split()[-1].lstrip("\"'“‘([") if before and not before[-1].isspace() else ""
-    if _DOTTED.fullmatch(token) or (len(token) == 1 and token.isupper()) or token.lower() in _ABBREVIATIONS:
-        return False
-    return not (token.lower() in _BEFORE_NUMBER and nxt.isdigit())
-
-
-def _add_span(text: str, start: int, end: int, spans: list[tuple[int, int]]) -> None:
-    piece = text[start:end]
-    stripped = piece.strip()
-    if stripped:
-        s = start + piece.index(stripped[0])
-        spans.append((s, s + len(stripped)))
 
 
 # --- token counters ------------------------------------------------------------------------
@@ -206,7 +140,6 @@ def chunk_document(doc: dict, count_tokens: TokenCounter, max_tokens: int, overl
         raise DistillqaError(f"chunk.overlap_tokens ({overlap_tokens}) must be smaller than chunk.max_tokens ({max_tokens})")
     text = doc["text"]
     units = _units(text, count_tokens, max_tokens)
-    page_starts = [p["start"] for p in doc["pages"]]
     chunks: list[dict] = []
     carried: list[int] = []  # indices of units repeated from the previous chunk
     first_new = 0
@@ -226,19 +159,14 @@ def chunk_document(doc: dict, count_tokens: TokenCounter, max_tokens: int, overl
                 "start": start,
                 "end": end,
                 "text": text[start:end],
-                "page_start": _page_at(doc["pages"], page_starts, start),
-                "page_end": _page_at(doc["pages"], page_starts, end - 1),
+                "page_start": page_at(doc["pages"], start),
+                "page_end": page_at(doc["pages"], end - 1),
                 "n_tokens": n_tokens,
             }
         )
         first_new = members[-1] + 1
         carried = _overlap(units, members, overlap_tokens)
     return chunks
-
-
-def _page_at(pages: list[dict], starts: list[int], pos: int) -> int:
-    """The number of the page holding character `pos` (a separator counts with the page before)."""
-    return pages[max(bisect.bisect_right(starts, pos) - 1, 0)]["number"]
 
 
 def _fill(units: list[_Unit], carried: list[int], first_new: int, max_tokens: int) -> list[int]:
@@ -296,7 +224,7 @@ def _units(text: str, count_tokens: TokenCounter, max_tokens: int) -> list[_Unit
         tokens = count_tokens(text[start:end])
         if tokens <= max_tokens:
             alone = opens[i] and (i + 1 == len(spans) or opens[i + 1])
-            heading = alone and tokens <= _HEADING_TOKENS and not _FULL_STOP.search(text, start, end)
+            heading = alone and tokens <= _HEADING_TOKENS and not ENDS_WITH_STOP.search(text, start, end)
             units.append(_Unit(start, end, tokens, opens[i], heading))
             continue
         for j, (s, e, n) in enumerate(_split_long(text, start, end, count_tokens, max_tokens)):

@@ -180,22 +180,54 @@ def run_all(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="A run folder or a model folder.")],
-    data: Annotated[Path, typer.Argument(help="A SQuAD v1.1 JSON file.")],
+    target: Annotated[
+        Path, typer.Argument(metavar="RUN_OR_MODEL", help="A run folder (or, with DATA and without --open, a model folder).")
+    ],
+    data: Annotated[
+        Optional[Path], typer.Argument(metavar="DATA.json", help="A SQuAD v1.1 file to score. Without it: run the evaluate stage.")
+    ] = None,
+    open_: Annotated[
+        bool, typer.Option("--open", help="Ask each question alone: retrieval + reader over the run's documents.")
+    ] = False,
+    predictions: Annotated[
+        Optional[Path], typer.Option("--predictions", help="Write each question's answer to FILE as {id: answer}.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    force: ForceOpt = False,
 ) -> None:
-    """Score a reader on any SQuAD v1.1 file with the official EM/F1."""
+    """Run the evaluate stage (RUN/eval.json, RUN/eval_predictions.json), or score any SQuAD v1.1
+    file with the official EM/F1: reader mode reads each question with its gold paragraph, --open
+    with the question alone, as `distillqa ask` does."""
     import json
 
-    from distillqa.student.evaluate import evaluate_file
-    from distillqa.student.reader import resolve_model_dir
-
+    if data is None:
+        if open_ or predictions is not None:
+            _fail("--open and --predictions score a SQuAD file: give one, e.g. distillqa evaluate RUN questions.json --open")
+        if as_json:
+            _fail("--json prints the scores of a SQuAD file: give one, or read RUN/eval.json after the stage")
+        _stage("evaluate", target, config, set_, quiet, force)
+        return
+    if force:
+        _fail("--force reruns the evaluate stage; scoring a SQuAD file always reads it anew")
     with _errors():
-        scores = evaluate_file(resolve_model_dir(model), data)
+        if open_:
+            from distillqa.app.ask import evaluate_open
+
+            scores = evaluate_open(target, data, predictions, quiet=quiet)
+        else:
+            from distillqa.student.evaluate import evaluate_file, file_settings
+
+            cfg = file_settings(target, config, set_)
+            scores = evaluate_file(target, data, cfg.train, predictions, quiet=quiet)
     if as_json:
         typer.echo(json.dumps(scores))
     else:
-        typer.echo(f"exact_match {scores['exact_match']:.2f}  f1 {scores['f1']:.2f}  questions {scores['n']}")
+        typer.echo(
+            f"exact_match {scores['exact_match']:.2f}  f1 {scores['f1']:.2f}  questions {scores['n']}  ({scores['mode']} mode)"
+        )
 
 
 @app.command()

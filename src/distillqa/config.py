@@ -3,7 +3,8 @@
 A run is described by a YAML or TOML file (optional) plus CLI overrides of the form
 ``section.key=value``. The effective config is saved in the run folder, and each stage's
 fingerprint hashes only the sections it depends on, so changing a training setting does not
-rerun generation.
+rerun generation; within a section, settings marked NOT_HASHED (speed, transport, query time)
+are left out, so changing them reruns nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +16,26 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from distillqa.errors import DistillqaError
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# A setting marked `json_schema_extra=NOT_HASHED` is left out of the fingerprints of the stages
+# that read its section (see `Config.section_hash`): it changes how fast or over which transport a
+# stage runs, or it is read when a question is asked, not what a stage writes. Changing it never
+# reruns a finished stage, and a resumable stage (generate) keeps its output and resumes.
+NOT_HASHED: dict[str, Any] = {"hash": False}
+
+
+def is_hashed(field: FieldInfo) -> bool:
+    """False for a setting marked NOT_HASHED."""
+    extra = field.json_schema_extra
+    return not (isinstance(extra, dict) and extra.get("hash") is False)
 
 
 class IngestConfig(_Section):
@@ -57,25 +72,56 @@ class TeacherConfig(_Section):
     isolate: bool = Field(
         True,
         description="Run the llamacpp/transformers backend in a worker process, so a native crash ends in one clear error.",
+        json_schema_extra=NOT_HASHED,
     )
     # llama.cpp
     n_ctx: int = Field(2048, ge=256)
-    n_threads: int | None = Field(None, description="llama.cpp threads. None = half the cores.")
-    n_gpu_layers: int = 0
+    n_threads: int | None = Field(
+        None,
+        description="llama.cpp threads. None = half the cores. Speed only: may change the exact sampled text, not its distribution, so generation resumes across it.",
+        json_schema_extra=NOT_HASHED,
+    )
+    n_gpu_layers: int = Field(
+        0,
+        description="llama.cpp layers on the GPU. Speed only: may change the exact sampled text, not its distribution.",
+        json_schema_extra=NOT_HASHED,
+    )
     weight_repacking: bool = Field(
         False,
-        description="llama.cpp's extra buffer types (weights repacked for AMX/AVX kernels). Off: its AMX path segfaults on Sapphire Rapids (llama.cpp#20824).",
+        description="llama.cpp's extra buffer types (weights repacked for AMX/AVX kernels). Off: its AMX path segfaults on Sapphire Rapids (llama.cpp#20824). Speed only: may change the exact sampled text, not its distribution.",
+        json_schema_extra=NOT_HASHED,
     )
     # transformers
     load_in_4bit: bool = False
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="transformers requests per batch. Speed only: the batch's shape and seed change the exact sampled text, not its distribution.",
+        json_schema_extra=NOT_HASHED,
+    )
     # OpenAI-compatible HTTP
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(4, ge=1)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(3, ge=0)
+    base_url: str | None = Field(
+        None,
+        description="Server URL. Transport only: the teacher is backend + model, so keep a server that serves the same model.",
+        json_schema_extra=NOT_HASHED,
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the API key.", json_schema_extra=NOT_HASHED
+    )
+    concurrency: int = Field(4, ge=1, description="Requests in flight at once.", json_schema_extra=NOT_HASHED)
+    timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds to wait for one answer. Changes which requests fail (then retried), not what an answer says.",
+        json_schema_extra=NOT_HASHED,
+    )
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of a request after a transient failure (connection, 429, 5xx).",
+        json_schema_extra=NOT_HASHED,
+    )
     # sampling
     temperature: float = Field(0.3, ge=0)
     max_new_tokens: int = Field(384, ge=8)
@@ -92,14 +138,39 @@ class GenerateConfig(_Section):
         2, ge=0, description="Extra attempts (new seed) when output does not parse or its question is rejected."
     )
     cloze_fallback: bool = Field(True, description="Rule-based cloze-to-question when the teacher fails.")
-    max_chunks: int | None = Field(None, ge=1, description="Only the first N chunks (quick trials).")
+    max_chunks: int | None = Field(
+        None,
+        ge=1,
+        description="Only the first N chunks (quick trials). Which chunks, not how: changing it keeps generations.jsonl and generates only chunks not yet done.",
+        json_schema_extra=NOT_HASHED,  # the generate stage's scope (pipeline.Stage.scope)
+    )
     question_max_tokens: int = Field(40, ge=8, description="answer-first mode: token budget for one question.")
     question_json: bool = Field(
         False,
         description='answer-first mode: ask for {"question": ...} under a JSON schema instead of one plain line.',
     )
     wave_requests: int | None = Field(
-        None, ge=1, description="Requests handed to the teacher at once. None = 2 x max(teacher.batch_size, teacher.concurrency)."
+        None,
+        ge=1,
+        description="Requests handed to the teacher at once. None = 2 x max(teacher.batch_size, teacher.concurrency). Speed only: may change the exact sampled text (batch shapes), not its distribution.",
+        json_schema_extra=NOT_HASHED,
+    )
+
+
+class QuestionsConfig(_Section):
+    """Limits of rule-based question making (`distillqa.questions`): answer candidates and cloze
+    fallback questions (generate), span clozes (build-dataset). At most the dataset filter's limits."""
+
+    max_answer_words: int = Field(
+        8,
+        ge=1,
+        description="Longest answer the rules pick (answer candidates, span clozes) and the qa prompt asks for. At most dataset.max_answer_words.",
+    )
+    max_question_words: int = Field(
+        30, ge=3, description="Longest rule-written (cloze) question. At most dataset.max_question_words."
+    )
+    min_sentence_words: int = Field(
+        5, ge=1, description="Shorter sentences (headings, captions) give no answer candidates or span clozes."
     )
 
 
@@ -136,6 +207,12 @@ class TrainConfig(_Section):
     max_length: int = Field(384, ge=64)
     doc_stride: int = Field(128, ge=16)
     max_answer_length: int = Field(30, ge=1)
+    eval_batch_size: int = Field(
+        32,
+        ge=1,
+        description="Questions per batch and windows per forward pass when scoring (each epoch, evaluate).",
+        json_schema_extra=NOT_HASHED,  # speed only: scores do not depend on the batch
+    )
     seed: int = 42
 
 
@@ -143,12 +220,33 @@ class RetrievalConfig(_Section):
     passage_tokens: int = Field(200, ge=32, description="Passage size for the index (reader-sized).")
     passage_overlap_tokens: int = Field(50, ge=0)
     embedder: str | None = Field(None, description="sentence-transformers model. None = bundled MiniLM.")
-    top_k: int = Field(5, ge=1, le=50, description="Fewest retrieved passages the reader reads per question.")
-    passages_per_answer: int = Field(
-        3, ge=1, le=10, description="`ask --top-k K` reads max(top_k, K × this) retrieved passages."
+    # Query time: read from the run's config.yaml when `ask`/`serve` load, not built into the index.
+    top_k: int = Field(
+        5,
+        ge=1,
+        le=50,
+        description="Fewest retrieved passages the reader reads per question (query time).",
+        json_schema_extra=NOT_HASHED,
     )
-    candidates: int = Field(100, ge=1, description="How deep the BM25 and dense rankings go into the fusion.")
-    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: score = sum of 1/(rrf_k + rank).")
+    passages_per_answer: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="`ask --top-k K` reads max(top_k, K × this) retrieved passages (query time).",
+        json_schema_extra=NOT_HASHED,
+    )
+    candidates: int = Field(
+        100,
+        ge=1,
+        description="How deep the BM25 and dense rankings go into the fusion (query time).",
+        json_schema_extra=NOT_HASHED,
+    )
+    rrf_k: int = Field(
+        60,
+        ge=1,
+        description="Reciprocal rank fusion constant: score = sum of 1/(rrf_k + rank) (query time).",
+        json_schema_extra=NOT_HASHED,
+    )
     onnx_query_encoder: bool = Field(
         True, description="Export the embedder to ONNX at index time; questions are then embedded ~4x faster."
     )
@@ -165,20 +263,39 @@ class Config(_Section):
     chunk: ChunkConfig = ChunkConfig()
     teacher: TeacherConfig = TeacherConfig()
     generate: GenerateConfig = GenerateConfig()
+    questions: QuestionsConfig = QuestionsConfig()
     dataset: DatasetConfig = DatasetConfig()
     train: TrainConfig = TrainConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
 
+    @model_validator(mode="after")
+    def _rules_within_dataset_filters(self) -> "Config":
+        """Rule-made pairs must pass the dataset filter, else build-dataset silently drops them."""
+        q, d = self.questions, self.dataset
+        for key in ("max_answer_words", "max_question_words"):
+            if getattr(q, key) > getattr(d, key):
+                raise ValueError(
+                    f"questions.{key} ({getattr(q, key)}) must not exceed dataset.{key} ({getattr(d, key)}), "
+                    "which drops longer pairs"
+                )
+        return self
+
     def section_hash(self, *names: str) -> str:
         """A stable digest of the named sections ("train") or fields ("teacher.model"): the part
-        of the config a stage depends on."""
+        of the config a stage depends on. A whole section leaves out its NOT_HASHED settings; a
+        field named on its own ("generate.max_chunks") is always hashed."""
         import hashlib
 
         data = {}
         for name in names:
             section, _, field = name.partition(".")
-            dumped = getattr(self, section).model_dump(mode="json")
-            data[name] = dumped[field] if field else dumped
+            part = getattr(self, section)
+            dumped = part.model_dump(mode="json")
+            if field:
+                data[name] = dumped[field]
+            else:
+                fields = type(part).model_fields
+                data[name] = {k: v for k, v in dumped.items() if is_hashed(fields[k])}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -212,7 +329,7 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None, ba
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise DistillqaError(f"invalid config at {where}: {err['msg']}") from None
+        raise DistillqaError(f"invalid config{f' at {where}' if where else ''}: {err['msg']}") from None
 
 
 def _merge(a: dict, b: dict) -> dict:

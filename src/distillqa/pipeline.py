@@ -1,8 +1,10 @@
 """The pipeline: stage order, what each stage reads, writes and depends on, and resume.
 
-A stage's fingerprint hashes the settings it depends on and the content of the files it reads,
-so a finished stage reruns only when an input or one of its settings changed, and everything
-after it follows because its own inputs then change. Stage functions are named by
+A stage's fingerprint hashes the settings that change its output (its config sections, less the
+settings config.py marks NOT_HASHED) and the content of the files it reads, so a finished stage
+reruns only when an input or one of those settings changed, and everything after it follows
+because its own inputs then change. A resumable stage's scope (which chunks generate covers) is
+kept apart: changing it reruns the stage on top of its output. Stage functions are named by
 "module:function" strings and imported only when they run, so `distillqa ingest` never loads
 torch, and no stage module imports this one.
 """
@@ -26,6 +28,7 @@ from distillqa.layout import (
     DATASET_SUMMARY,
     DOCUMENTS,
     EVAL,
+    EVAL_PREDICTIONS,
     GENERATE_SUMMARY,
     GENERATIONS,
     INDEX,
@@ -52,6 +55,9 @@ class Stage:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     resumable: bool = False  # keeps partial output across a crash (generation)
+    # Settings that choose which items a resumable stage covers, not what it writes for each
+    # (generate.max_chunks): changing one reruns the stage, which keeps its output and resumes.
+    scope: tuple[str, ...] = ()
 
     def func(self) -> Callable[[RunFolder, Config], dict]:
         module, _, name = self.target.partition(":")
@@ -70,27 +76,30 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "generate",
         "distillqa.teacher.generate:run_stage",
-        ("teacher", "generate"),
+        ("teacher", "generate", "questions"),  # questions: answer candidates and the cloze fallback
         (CHUNKS,),
         (GENERATIONS, GENERATE_SUMMARY),
         resumable=True,
+        scope=("generate.max_chunks",),
     ),
     Stage(
         "build-dataset",
         "distillqa.dataset.build:run_stage",
-        ("dataset",),
+        # questions: span clozes; generate.max_chunks: only generations of chunks in generate's scope
+        ("dataset", "questions", "generate.max_chunks"),
         (DOCUMENTS, CHUNKS, GENERATIONS),
         (QA, TRAIN, VALIDATION, DATASET_SUMMARY),
     ),
     Stage("train", "distillqa.student.train:run_stage", ("train",), (TRAIN, VALIDATION), (STUDENT,)),
-    Stage("evaluate", "distillqa.student.evaluate:run_stage", ("train",), (STUDENT, VALIDATION), (EVAL,)),
+    Stage("evaluate", "distillqa.student.evaluate:run_stage", ("train",), (STUDENT, VALIDATION), (EVAL, EVAL_PREDICTIONS)),
     Stage(
         "report",
         "distillqa.app.report:run_stage",
         (),
-        (DOCUMENTS, CHUNKS, DATASET_SUMMARY, GENERATE_SUMMARY, EVAL, STUDENT),
+        (DOCUMENTS, CHUNKS, DATASET_SUMMARY, GENERATE_SUMMARY, EVAL, EVAL_PREDICTIONS, STUDENT),
         (REPORT_MD, REPORT_JSON),
     ),
+    # retrieval's query-time settings (top_k, rrf_k, ...) are NOT_HASHED: `ask` reads them from config.yaml
     Stage("index", "distillqa.retrieval.index:run_stage", ("retrieval",), (DOCUMENTS,), (INDEX,)),
 )
 STAGE_BY_NAME = {s.name: s for s in STAGES}
@@ -100,6 +109,7 @@ class Run(RunFolder):
     """A run folder that runs stages: fingerprints, the up-to-date check, the manifest's records."""
 
     def fingerprint(self, stage: Stage, cfg: Config) -> str:
+        """What the stage's output depends on: its hashed settings and its input files' content."""
         h = hashlib.sha256(stage.name.encode())
         h.update(cfg.section_hash(*stage.sections).encode() if stage.sections else b"")
         if stage.name == "ingest":
@@ -110,12 +120,18 @@ class Run(RunFolder):
             hash_path(self.path(name), h)
         return h.hexdigest()[:16]
 
-    def is_current(self, stage: Stage, cfg: Config) -> bool:
+    def scope_hash(self, stage: Stage, cfg: Config) -> str | None:
+        """Which items the stage covers (see `Stage.scope`); None for a stage without a scope."""
+        return cfg.section_hash(*stage.scope) if stage.scope else None
+
+    def is_current(self, stage: Stage, cfg: Config, fingerprint: str | None = None) -> bool:
+        """Done with the same fingerprint and scope, and every output still there."""
         rec = self.manifest["stages"].get(stage.name)
         return (
             rec is not None
             and rec.get("status") == "done"
-            and rec.get("fingerprint") == self.fingerprint(stage, cfg)
+            and rec.get("fingerprint") == (fingerprint or self.fingerprint(stage, cfg))
+            and rec.get("scope") == self.scope_hash(stage, cfg)
             and all(self.path(o).exists() for o in stage.outputs)
         )
 
@@ -125,17 +141,21 @@ class Run(RunFolder):
         fp = self.fingerprint(stage, cfg)
         manifest = self.manifest
         rec = manifest["stages"].get(stage.name, {})
-        if not force and self.is_current(stage, cfg):
+        if not force and self.is_current(stage, cfg, fp):
             self.log.info("stage %s: up to date, skipped", stage.name)
             return {"skipped": True, **rec.get("summary", {})}
+        # A resumable stage keeps its output (finished or not) while its fingerprint holds: only
+        # its scope or unhashed settings changed. Anything else made it from other settings.
         if not stage.resumable or rec.get("fingerprint") != fp or force:
-            for out in stage.outputs:  # stale partial output from other settings
+            for out in stage.outputs:
                 p = self.path(out)
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         started = time.time()
+        scope = self.scope_hash(stage, cfg)
         manifest["stages"][stage.name] = {
             "status": "running",
             "fingerprint": fp,
+            **({"scope": scope} if scope is not None else {}),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         manifest.setdefault("created", manifest["stages"][stage.name]["started"])

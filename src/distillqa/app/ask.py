@@ -1,8 +1,9 @@
 """Asking questions: of a run's documents (retrieve, then read) or of one given passage.
 
 Without a context, the question goes to the run's passage index, the student reads the best
-`max(retrieval.top_k, passages_per_answer × top_k)` passages in one batch, and the answers are
-ranked by
+`max(retrieval.top_k, passages_per_answer × top_k)` passages in one batch (retrieval settings
+read from the run's config.yaml when the Asker loads, so changing them needs no new index), and
+the answers are ranked by
 
     score = reader probability × (passage's fused retrieval score / best fused score).
 
@@ -13,40 +14,33 @@ retrievers liked. It is a product of two numbers in [0, 1], so it stays readable
 Identical answers (ignoring case, punctuation and spacing) from several passages, and answers
 overlapping a better one in the same document, are shown once, with their best score.
 
-Every answer is a dict `{"answer", "score", "document", "page", "passage", "start", "end"}`,
-where `passage[start:end] == answer`; the CLI's `--json` and the server's `POST /ask` return
-`{"answers": [...]}` of exactly these.
+Every answer is a `records.AnswerRecord` as a dict (`{"answer", "score", "document", "page",
+"passage", "start", "end"}`, `passage[start:end] == answer`); the CLI's `--json` and the server's
+`POST /ask` return `{"answers": [...]}` of exactly these.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from distillqa.errors import DistillqaError
-from distillqa.layout import INDEX
+from distillqa.layout import INDEX, RunFolder
+from distillqa.records import AnswerRecord
 from distillqa.retrieval.index import META, Hit, PassageIndex
+from distillqa.text import words
 
 if TYPE_CHECKING:
     from rich.text import Text
 
+    from distillqa.student.features import Answer
     from distillqa.student.reader import Reader
 
 SNIPPET_CHARS = 300  # passage shown on each side of an answer in the terminal
-
-
-class Span(Protocol):
-    """What the reader returns for one answer (`distillqa.student.reader.Answer`)."""
-
-    text: str
-    score: float
-    start: int
-    end: int
 
 
 def check_question(question: str) -> str:
@@ -58,23 +52,18 @@ def check_question(question: str) -> str:
 
 def _answer_key(text: str) -> str:
     """Answers that differ only in case, punctuation or spacing are the same answer."""
-    return " ".join(re.findall(r"\w+", text.lower())) or text.strip()
+    return " ".join(words(text)) or text.strip()
 
 
-def _record(span: Span, score: float, document: str | None, page: int | None, passage: str) -> dict:
-    return {
-        "answer": span.text,
-        "score": round(float(score), 4),
-        "document": document,
-        "page": page,
-        "passage": passage,
-        "start": span.start,
-        "end": span.end,
-    }
+def _record(span: Answer, score: float, document: str | None, page: int | None, passage: str) -> dict:
+    return AnswerRecord(
+        answer=span.text, score=round(float(score), 4), document=document, page=page, passage=passage,
+        start=span.start, end=span.end,
+    ).model_dump()
 
 
 @dataclass(frozen=True)
-class Candidate:
+class _Ranked:
     """An answer record before ranking, with where its span lies in its source text."""
 
     score: float
@@ -84,12 +73,12 @@ class Candidate:
     end: int
 
 
-def dedupe(candidates: list[Candidate], top_k: int) -> list[dict]:
+def dedupe(candidates: list[_Ranked], top_k: int) -> list[dict]:
     """The `top_k` best distinct answers, best first. An answer is dropped when a better one has
     the same text (ignoring case, punctuation and spacing) or overlaps it in the same text: a
     reader proposes "Margaret Hale" and "engineer Margaret Hale" as two answers, but they are one."""
     texts: set[str] = set()
-    kept: list[Candidate] = []
+    kept: list[_Ranked] = []
     for c in sorted(candidates, key=lambda c: -c.score):
         key = _answer_key(c.record["answer"])
         if not c.record["answer"].strip() or key in texts:
@@ -105,7 +94,7 @@ def dedupe(candidates: list[Candidate], top_k: int) -> list[dict]:
 
 def rank_answers(
     hits: Sequence[Hit],
-    spans: Sequence[Sequence[Span]],
+    spans: Sequence[Sequence[Answer]],
     top_k: int,
     page_of: Callable[[str, int], int | None],
 ) -> list[dict]:
@@ -125,7 +114,7 @@ def rank_answers(
             score = span.score * weight
             start, end = passage.start + span.start, passage.start + span.end  # in the document's text
             record = _record(span, score, passage.document, page_of(passage.doc_id, start), passage.text)
-            candidates.append(Candidate(score, record, passage.doc_id, start, end))
+            candidates.append(_Ranked(score, record, passage.doc_id, start, end))
     return dedupe(candidates, top_k)
 
 
@@ -144,6 +133,9 @@ class Asker:
             raise DistillqaError(f"{index_dir}: no passage index: run `distillqa index {self.run_dir}` first")
         self.model_dir = resolve_model_dir(self.run_dir if model_dir is None else Path(model_dir))
         self.index = PassageIndex.load(index_dir)
+        # Query-time settings (top_k, passages_per_answer, candidates, rrf_k) come from the run's
+        # config.yaml as it is now, not from when the index was built; read only, never saved back.
+        self.retrieval = RunFolder(self.run_dir).saved_config().retrieval
         self.reader: Reader = Reader.load(self.model_dir, device=device)
         # One question at a time: HF tokenizers raise "Already borrowed" when two threads share one.
         self._lock = threading.Lock()
@@ -159,12 +151,52 @@ class Asker:
     def ask(self, question: str, top_k: int = 3) -> list[dict]:
         """The `top_k` best distinct answers from the run's documents, best first."""
         question = check_question(question)
-        cfg = self.index.cfg
+        cfg = self.retrieval
         n_passages = max(cfg.top_k, cfg.passages_per_answer * top_k)
         with self._lock:
-            hits = self.index.search(question, n_passages)
+            hits = self.index.search(question, n_passages, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
             spans = self.reader.answer([question] * len(hits), [h.passage.text for h in hits], top_k=top_k)
         return rank_answers(hits, spans, top_k, self.index.page_of)
+
+
+def score_open(asker: Asker, examples: list[dict], quiet: bool = True) -> tuple[dict, dict[str, str]]:
+    """Open-mode totals and answers on flattened SQuAD examples: each question is asked alone, as a
+    user asks it (retrieval + reader over the run's documents), and its top answer is scored
+    against the gold answers. The gold paragraph is never shown, so this measures what a user
+    sees, retrieval misses included. A blank question gets no answer (it scores 0)."""
+    import time
+
+    from distillqa.console import track
+    from distillqa.student.metrics import score_examples
+
+    predictions: dict[str, str] = {}
+    started = time.perf_counter()
+    for e in track(examples, len(examples), "open mode", quiet):
+        answers = asker.ask(e["question"], top_k=1) if e["question"].strip() else []
+        predictions[e["id"]] = answers[0]["answer"] if answers else ""
+    ms = 1000 * (time.perf_counter() - started) / max(1, len(examples))
+    return {**score_examples(examples, predictions), "ms_per_question": round(ms, 2)}, predictions
+
+
+def evaluate_open(run_dir: Path, squad_path: Path, predictions_path: Path | None = None, quiet: bool = True) -> dict:
+    """`distillqa evaluate RUN DATA --open`: score a SQuAD v1.1 file with questions alone over the
+    run's index, optionally writing `{id: answer text}`. Returns the totals and `"mode": "open"`."""
+    from distillqa.layout import MANIFEST
+    from distillqa.student.evaluate import (
+        check_predictions_path,
+        load_examples,
+        write_predictions,
+    )
+
+    run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST).is_file():
+        raise DistillqaError(f"{run_dir}: --open needs a run folder with an index (it searches the run's documents), not a model folder")
+    check_predictions_path(predictions_path)
+    examples = load_examples(squad_path)  # a bad file fails before the models load
+    scores, predictions = score_open(Asker(run_dir), examples, quiet)
+    if predictions_path is not None:
+        write_predictions(predictions_path, predictions)
+    return {**scores, "mode": "open"}
 
 
 def read_context(target: Path, question: str, context: str, top_k: int = 3) -> list[dict]:
@@ -176,7 +208,7 @@ def read_context(target: Path, question: str, context: str, top_k: int = 3) -> l
         raise DistillqaError("the context is empty: give a passage with --context or --context-file")
     reader = Reader.load(target)
     spans = reader.answer([question], [context], top_k=top_k)[0]
-    return dedupe([Candidate(s.score, _record(s, s.score, None, None, context), "", s.start, s.end) for s in spans], top_k)
+    return dedupe([_Ranked(s.score, _record(s, s.score, None, None, context), "", s.start, s.end) for s in spans], top_k)
 
 
 def _read_context_file(path: Path) -> str:

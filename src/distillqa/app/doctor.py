@@ -63,9 +63,9 @@ def check_packages() -> Check:
 def check_torch() -> Check:
     import torch
 
-    from distillqa.student.reader import default_device
+    from distillqa.models import pick_device
 
-    device = default_device()
+    device = pick_device()
     detail = f"torch {torch.__version__}, device {device}"
     if device.type == "cuda":
         detail += f" ({torch.cuda.get_device_name(0)})"

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distillqa import __version__
+from distillqa.records import AnswerRecord
 
 if TYPE_CHECKING:
     from distillqa.app.ask import Asker
@@ -39,7 +40,7 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_QUESTION_CHARS = 1000
 MAX_TOP_K = 20
 
-# The UI's files: URL -> (file in distillqa/serve/static, media type).
+# The UI's files: URL -> (file in distillqa/app/static, media type).
 ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -77,18 +78,8 @@ class AskRequest(BaseModel):
         return value
 
 
-class AnswerOut(BaseModel):
-    answer: str
-    score: float = Field(description="Reader probability × relative retrieval score, in [0, 1].")
-    document: str | None = Field(description="Source file name; null for a given context.")
-    page: int | None = Field(description="Page (or section) holding the answer.")
-    passage: str
-    start: int = Field(description="passage[start:end] == answer")
-    end: int
-
-
 class AskResponse(BaseModel):
-    answers: list[AnswerOut]
+    answers: list[AnswerRecord]
 
 
 class Health(BaseModel):

@@ -11,22 +11,21 @@ characters around it, apply the quality filters, then split by chunk and export 
 
 from __future__ import annotations
 
-import re
-from bisect import bisect_right
 from collections import Counter, defaultdict
 
 from distillqa.config import Config
 from distillqa.console import track
 from distillqa.dataset.filters import PairFilter
-from distillqa.dataset.grounding import Span, fold, ground_with_reason
+from distillqa.dataset.grounding import GroundedSpan, ground_with_reason
 from distillqa.dataset.squad import choose_separable_validation, count, squad_dataset
 from distillqa.errors import DistillqaError
 from distillqa.io import read_jsonl, write_json, write_jsonl
 from distillqa.layout import CHUNKS, DATASET_SUMMARY, DOCUMENTS, GENERATIONS, QA, TRAIN, VALIDATION, RunFolder
 from distillqa.questions import span_clozes
+from distillqa.records import page_at
+from distillqa.text import SENTENCE_BREAK, fold
 
 # End of a sentence (punctuation, closing quotes, then whitespace) or a line break.
-_SENTENCE_BREAK = re.compile(r"([.!?][\"'”’)\]]*)\s+|\n\s*")
 _EXAMPLES_PER_REASON = 3
 
 
@@ -38,6 +37,10 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
     _check_chunks(run, chunks, docs)
     # One record per chunk; should a chunk appear twice, its last record wins (pair ids stay unique).
     generations = list({g["chunk_id"]: g for g in read_jsonl(run.path(GENERATIONS))}.values())
+    # generate covers the first generate.max_chunks chunks; generations.jsonl keeps the chunks a
+    # run with a higher limit made, for when the limit is raised again. Those are left out here.
+    out_of_scope = set(list(chunks)[cfg.generate.max_chunks :]) if cfg.generate.max_chunks else set()
+    generations = [g for g in generations if g["chunk_id"] not in out_of_scope]
 
     records, stats = _ground_and_filter(run, cfg, generations, chunks, docs)
 
@@ -123,7 +126,7 @@ def _ground_and_filter(
         doc = docs[chunk["doc_id"]]
         pairs = list(gen.get("pairs") or [])
         if cfg.dataset.span_clozes:
-            pairs += span_clozes.chunk_pairs(chunk, sentences_done)
+            pairs += span_clozes.chunk_pairs(chunk, sentences_done, cfg.questions)
         for i, pair in enumerate(pairs):
             proposed += 1
             question, answer = str(pair.get("question") or ""), str(pair.get("answer") or "")
@@ -156,7 +159,7 @@ def _ground_and_filter(
                     "doc_id": doc["doc_id"],
                     "chunk_id": chunk["chunk_id"],
                     "offset": span.start,
-                    "page": page_of(doc["pages"], span.start),
+                    "page": page_at(doc["pages"], span.start),
                     "route": pair.get("route", "unknown"),
                     "teacher": gen.get("teacher", ""),
                     "match": span.match,
@@ -168,14 +171,9 @@ def _ground_and_filter(
     return records, stats
 
 
-def page_of(pages: list[dict], offset: int) -> int:
-    """The number of the page holding `offset`; a separator between two pages counts for the first."""
-    return pages[max(bisect_right(pages, offset, key=lambda p: p["start"]) - 1, 0)]["number"]
-
-
 def ground_pair(
     answer: str, question: str, chunk: dict, doc: dict, fuzzy_threshold: float, hint: int = 0
-) -> tuple[Span | None, str]:
+) -> tuple[GroundedSpan | None, str]:
     """Ground an answer in the chunk the teacher read, as a span of the document; else say why not.
 
     `hint` is where in the chunk the answer was picked (answer-first and cloze pairs record it):
@@ -186,7 +184,7 @@ def ground_pair(
     """
     span, reason = ground_with_reason(answer, chunk["text"], hint, fuzzy_threshold, question=question)
     if span is not None:
-        return Span(chunk["start"] + span.start, chunk["start"] + span.end, span.match), reason
+        return GroundedSpan(chunk["start"] + span.start, chunk["start"] + span.end, span.match), reason
     if reason == "empty":
         return None, reason
     doc_span, _ = ground_with_reason(
@@ -216,8 +214,8 @@ def context_window(text: str, start: int, end: int, size: int) -> tuple[int, int
 
 def sentence_around(text: str, start: int, end: int, lo: int, hi: int) -> tuple[int, int]:
     """The bounds of the sentence(s) holding `text[start:end]`, looked for within `[lo, hi]`."""
-    sentence_start = max((m.end() for m in _SENTENCE_BREAK.finditer(text, lo, start)), default=lo)
-    following = _SENTENCE_BREAK.search(text, end, hi)
+    sentence_start = max((m.end() for m in SENTENCE_BREAK.finditer(text, lo, start)), default=lo)
+    following = SENTENCE_BREAK.search(text, end, hi)
     if following is None:
         return sentence_start, hi
     return sentence_start, following.end(1) if following.group(1) else following.start()
@@ -226,7 +224,7 @@ def sentence_around(text: str, start: int, end: int, lo: int, hi: int) -> tuple[
 def _snap_start(text: str, pos: int, slack: int, latest: int) -> int:
     """The sentence start nearest `pos` (within `slack`, not after `latest`), else the nearest word start."""
     a, b = max(0, pos - slack), max(min(pos + slack, latest), 0)
-    sentences = [m.end() for m in _SENTENCE_BREAK.finditer(text, max(0, a - slack), b) if a <= m.end() <= b]
+    sentences = [m.end() for m in SENTENCE_BREAK.finditer(text, max(0, a - slack), b) if a <= m.end() <= b]
     candidates = ([0] if a == 0 else []) + sentences
     if not candidates:
         candidates = [i for i in range(a, b + 1) if i == 0 or text[i - 1].isspace()]
@@ -238,7 +236,7 @@ def _snap_end(text: str, pos: int, slack: int, earliest: int) -> int:
     a = max(pos - slack, earliest)
     b = max(min(pos + slack, len(text)), a)
     sentences = []
-    for m in _SENTENCE_BREAK.finditer(text, max(0, a - 5), min(len(text), b + slack)):
+    for m in SENTENCE_BREAK.finditer(text, max(0, a - 5), min(len(text), b + slack)):
         sentence_end = m.end(1) if m.group(1) else m.start()
         if a <= sentence_end <= b:
             sentences.append(sentence_end)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from rapidfuzz import fuzz, process
 
 from distillqa.config import DatasetConfig
-from distillqa.dataset.grounding import STOPWORDS, words
+from distillqa.text import STOPWORDS, words
 from distillqa.text import normalize_answer
 
 _WH_WORDS = frozenset("what which who whom whose when where why how".split())

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from rapidfuzz import fuzz
 
+from distillqa.text import SENTENCE_BREAK, STOPWORDS, fold, fold_char, words
+
 # Wrappers a teacher puts around an answer: quotes, markdown emphasis, a closing full stop.
 _EDGE_CHARS = " \t\r\n\u00a0\"'`*“”‘’„‚«»‹›.,;:!?…"
 # Below this fuzzy score the answer shares too little with the text to be a paraphrase of it.
@@ -32,56 +34,14 @@ _PARAPHRASE_FLOOR = 50.0
 # Characters either side of an occurrence compared with the question to pick between repeats.
 _QUESTION_WINDOW = 150
 # A sentence or paragraph break: folded matching ignores punctuation, but must not join two sentences.
-_SENTENCE_BREAK = re.compile(r"[.!?]\s|\n\s*\n")
-STOPWORDS = frozenset(
-    """a an the of in on at to for from by with about as into and or but not no is are was were be
-    been being do does did has have had can could will would should shall may might must it its this
-    that these those there their they he she his her him we you i what which who whom whose when where
-    why how than then so if also such text passage according""".split()
-)
-
-
+_ASCII_RUN_OR_OTHER = re.compile(r"[A-Za-z0-9]+|[^\x00-\x7f]")
 @dataclass(frozen=True)
-class Span:
+class GroundedSpan:
     """`text[start:end]` is the grounded answer; `match` says how it was found."""
 
     start: int
     end: int
     match: str  # "exact" | "normalized" | "fuzzy"
-
-
-_ASCII_RUN_OR_OTHER = re.compile(r"[A-Za-z0-9]+|[^\x00-\x7f]")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-_LETTERS_AND_DIGITS = re.compile(r"[^\W_]+")
-
-
-@functools.lru_cache(maxsize=4096)
-def fold_char(ch: str) -> str:
-    """The lower-case letters/digits of one character, accents removed ("É"->"e", "ﬁ"->"fi").
-
-    Spaces, punctuation, quotes, dashes and combining accents fold to "", which is what makes the
-    comparison insensitive to them.
-    """
-    return "".join(
-        c for c in unicodedata.normalize("NFKD", ch).casefold() if c.isalnum() and not unicodedata.combining(c)
-    )
-
-
-def _fold_or_split(match: re.Match) -> str:
-    ch = match.group()
-    return fold_char(ch) or ("" if unicodedata.combining(ch) else " ")
-
-
-def words(text: str) -> list[str]:
-    """Folded words (runs of letters/digits), for comparing questions and passages."""
-    if not text.isascii():  # the per-character path only where needed: it is much slower
-        text = _NON_ASCII.sub(_fold_or_split, text)
-    return _LETTERS_AND_DIGITS.findall(text.lower())
-
-
-def fold(text: str) -> str:
-    """`text` reduced to its folded letters and digits, with no separators at all."""
-    return "".join(words(text))
 
 
 @dataclass(frozen=True)
@@ -135,7 +95,7 @@ def clean_answer(answer: str) -> str:
 
 def _joins_sentences(answer: str, source: str) -> bool:
     """True when a folded match spans a sentence break the answer does not have ("Earth. Science")."""
-    return len(_SENTENCE_BREAK.findall(source)) > len(_SENTENCE_BREAK.findall(answer))
+    return len(SENTENCE_BREAK.findall(source)) > len(SENTENCE_BREAK.findall(answer))
 
 
 def _exact_candidates(answer: str, text: str) -> list[tuple[int, int]]:
@@ -242,7 +202,7 @@ def ground_with_reason(
     fuzzy_threshold: float = 90.0,
     question: str | None = None,
     allow_fuzzy: bool = True,
-) -> tuple[Span | None, str]:
+) -> tuple[GroundedSpan | None, str]:
     """Like `ground`, but also says why: the match type, or the reason it failed.
 
     Failure reasons: "empty" (nothing left after cleaning), "longer_than_text", "not_found"
@@ -257,16 +217,16 @@ def ground_with_reason(
     exact = _exact_candidates(answer, text)
     if exact:
         start, end = _choose(exact, text, hint, question)
-        return Span(start, end, "exact"), "exact"
+        return GroundedSpan(start, end, "exact"), "exact"
     normalized = _normalized_candidates(answer, folded_answer, text)
     if normalized:
         start, end = _choose(normalized, text, hint, question)
-        return Span(start, end, "normalized"), "normalized"
+        return GroundedSpan(start, end, "normalized"), "normalized"
     if not allow_fuzzy:
         return None, "not_found"
     score, span = _fuzzy_span(answer, folded_answer, text)
     if span is not None and score >= fuzzy_threshold:
-        return Span(span[0], span[1], "fuzzy"), "fuzzy"
+        return GroundedSpan(span[0], span[1], "fuzzy"), "fuzzy"
     return None, "below_threshold" if score >= _PARAPHRASE_FLOOR else "not_found"
 
 
@@ -276,7 +236,7 @@ def ground(
     hint: int = 0,
     fuzzy_threshold: float = 90.0,
     question: str | None = None,
-) -> Span | None:
+) -> GroundedSpan | None:
     """The span of `text` that `answer` refers to, or None when it cannot be grounded.
 
     `hint` is a character position in `text` near where the answer is expected (repeats nearer

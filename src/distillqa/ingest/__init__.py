@@ -26,6 +26,7 @@ from distillqa.ingest.pdf import read_pdf
 from distillqa.ingest.plaintext import read_txt
 from distillqa.io import write_jsonl
 from distillqa.layout import DOCUMENTS, RunFolder
+from distillqa.text import ENDS_WITH_STOP
 
 log = logging.getLogger("distillqa")
 
@@ -47,7 +48,7 @@ _READERS: dict[str, Callable[[Path, bytes, IngestConfig], Extracted]] = {
 }
 _SUPPORTED = ", ".join(sorted(FORMATS))
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_ENDS_SENTENCE = re.compile(r"[.!?:;][\"'”’)\]]*$")
+
 
 
 def expand_paths(args: list[str]) -> list[Path]:
@@ -183,6 +184,6 @@ def _title(found: str | None, text: str, path: Path) -> str:
     if found:
         return found
     first = text.split("\n\n", 1)[0]
-    if len(first) <= 100 and not _ENDS_SENTENCE.search(first):
+    if len(first) <= 100 and not ENDS_WITH_STOP.search(first):
         return first
     return re.sub(r"[_\s]+", " ", path.stem).strip() or path.name

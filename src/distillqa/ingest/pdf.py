@@ -44,12 +44,13 @@ import pypdfium2.raw as pdfium_c
 from distillqa.config import IngestConfig
 from distillqa.errors import DistillqaError
 from distillqa.ingest.normalize import Extracted, Page, line_key, repeated_edge_lines
+from distillqa.text import ENDS_WITH_STOP
 
 log = logging.getLogger("distillqa")
 
 _LINE_END_HYPHEN = "\ufffe"  # what pdfium puts in place of a hyphen that ends a line
 _SEGMENT = re.compile(rf"[^\r\n{_LINE_END_HYPHEN}]+{_LINE_END_HYPHEN}?")
-_ENDS_SENTENCE = re.compile(r"[.!?:;…][\"'”’)\]]*$")
+
 _LIST_MARKER = re.compile(r"^(?:[•◦▪‣∙·*–-]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)])\s")
 _SIZE_CHANGE = 0.15  # relative font height difference that marks a different kind of text
 _GAP_FACTOR = 1.25  # a gap this much above the usual line spacing separates paragraphs
@@ -165,7 +166,7 @@ def _paragraphs(pages: list[list[Line]]) -> list[Page]:
         continues = previous is not None and not (
             _size_changes(previous, lines[0])
             or lines[0].left - left_margin > _INDENT * lines[0].height
-            or _ENDS_SENTENCE.search(previous.text)
+            or ENDS_WITH_STOP.search(previous.text)
         )
         out.append(Page(number, ["\n".join(ln.text for ln in g) for g in groups], continues))
         previous = lines[-1]
@@ -201,7 +202,7 @@ def _size_changes(a: Line, b: Line) -> bool:
 
 def _ended_early(prev: Line, cur: Line, right_margin: float) -> bool:
     """`prev` ends a sentence and the first word of `cur` (plus a space) would have fitted after it."""
-    if not _ENDS_SENTENCE.search(prev.text):
+    if not ENDS_WITH_STOP.search(prev.text):
         return False
     char_width = (prev.right - prev.left) / len(prev.text)
     first_word = cur.text.split(maxsplit=1)[0]

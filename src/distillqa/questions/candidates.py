@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from distillqa.chunk import sentence_spans
+from distillqa.config import QuestionsConfig
+from distillqa.text import ENDS_SENTENCE, STOPWORDS, sentence_spans
 
 # Answer kinds. The cloze fallback picks its wh-word from them; validation checks that a teacher
 # question about a date asks "when"/"what year", about a number "how many", and so on.
@@ -24,18 +25,7 @@ PERSON, PLACE, DATE, NUMBER, MONEY, PERCENT, NAME, TERM, PHRASE = (
 )
 # Higher first: facts a reader question is most likely to target, and the easiest to verify.
 _PRIORITY = {DATE: 6, NUMBER: 5, MONEY: 5, PERCENT: 5, PERSON: 4, PLACE: 4, TERM: 4, NAME: 3, PHRASE: 1}
-MAX_ANSWER_WORDS = 8
 
-# Words that start sentences or glue phrases, never an answer on their own.
-STOPWORDS = frozenset(
-    """a an the this that these those it its it's they their them there here he she his her we our
-    you your i my me and or but nor so yet for of in on at by to from with without into onto over under
-    about above below between among through during before after since until while as than then also
-    is are was were be been being am has have had do does did can could will would may might must shall
-    should not no yes if when where which who whom whose what why how all any both each few more most
-    other some such only own same very just however thus therefore because although though whereas
-    one another many much several often usually sometimes first second later early late new old""".split()
-)
 _MONTHS = (
     "January|February|March|April|May|June|July|August|September|October|November|December|"
     "Jan\\.|Feb\\.|Mar\\.|Apr\\.|Jun\\.|Jul\\.|Aug\\.|Sep\\.|Sept\\.|Oct\\.|Nov\\.|Dec\\."
@@ -159,8 +149,11 @@ def spacy_spans(doc: Any) -> Iterator[tuple[int, int, str]]:
         yield chunk.start_char, chunk.end_char, PHRASE
 
 
-def heuristic_spans(sentence: str) -> Iterator[tuple[int, int, str]]:
-    """(start, end, kind) of answer-like spans in one sentence, found by regular expressions."""
+def heuristic_spans(sentence: str, limits: QuestionsConfig | None = None) -> Iterator[tuple[int, int, str]]:
+    """(start, end, kind) of answer-like spans in one sentence, found by regular expressions.
+
+    Names and phrases over `limits.max_answer_words` words are not answers (default limits: config.py's)."""
+    max_words = (limits or QuestionsConfig()).max_answer_words
     taken: list[tuple[int, int]] = []
 
     def free(s: int, e: int) -> bool:
@@ -183,35 +176,35 @@ def heuristic_spans(sentence: str) -> Iterator[tuple[int, int, str]]:
     for m in _RE_QUOTED.finditer(sentence):
         yield from emit(m.start(1), m.end(1), TERM)
     for m in _RE_CALLED.finditer(sentence):
-        s, e = _trim_phrase(sentence, m.start(2), m.end(2))
+        s, e = _trim_phrase(sentence, m.start(2), m.end(2), max_words)
         if e > s:
             yield from emit(s, e, TERM)
-    for s, e in _capitalised_names(sentence):
+    for s, e in _capitalised_names(sentence, max_words):
         yield from emit(s, e, _name_kind(sentence, s, e))
     m = _RE_IS_A.match(sentence)
     if m and m.group(1).split()[0].lower() not in STOPWORDS:
         yield from emit(m.start(1), m.end(1), TERM)
     for m in list(_RE_SUCH_AS.finditer(sentence)) + list(_RE_COLON_LIST.finditer(sentence)):
-        s, e = _trim_phrase(sentence, m.start(1), m.end(1))
+        s, e = _trim_phrase(sentence, m.start(1), m.end(1), max_words)
         if e > s:
             yield from emit(s, e, PHRASE)
     for s, e in _noun_phrases(sentence):
         yield from emit(s, e, PHRASE)
 
 
-def _trim_phrase(text: str, s: int, e: int) -> tuple[int, int]:
+def _trim_phrase(text: str, s: int, e: int, max_words: int) -> tuple[int, int]:
     """Shrink a span to start and end on a content word (no leading 'the', no trailing 'and')."""
     words = list(_RE_WORD.finditer(text, s, e))
     while words and words[0].group().lower() in STOPWORDS:
         words.pop(0)
     while words and words[-1].group().lower() in STOPWORDS:
         words.pop()
-    if not words or len(words) > MAX_ANSWER_WORDS:
+    if not words or len(words) > max_words:
         return s, s
     return words[0].start(), words[-1].end()
 
 
-def _capitalised_names(sentence: str) -> Iterator[tuple[int, int]]:
+def _capitalised_names(sentence: str, max_words: int) -> Iterator[tuple[int, int]]:
     """Runs of capitalised words, minus a sentence-initial common word ('The', 'In', 'Many')."""
     for m in _RE_CAPS.finditer(sentence):
         words = list(_RE_WORD.finditer(sentence, m.start(), m.end()))
@@ -226,7 +219,7 @@ def _capitalised_names(sentence: str) -> Iterator[tuple[int, int]]:
             e -= 2  # "Earth's crust": the name is "Earth"
         if s == 0 and len(words) == 1:
             continue  # one capitalised word at the start of a sentence is just an ordinary word
-        if len(words) > MAX_ANSWER_WORDS or re.fullmatch(r"[A-Z]", sentence[s:e]):
+        if len(words) > max_words or re.fullmatch(r"[A-Z]", sentence[s:e]):
             continue
         yield s, e
 
@@ -276,25 +269,29 @@ def _noun_phrases(sentence: str) -> Iterator[tuple[int, int]]:
             i += 1
 
 
-def extract_candidates(text: str, limit: int, nlp: Any | None = None, use_spacy: bool = True) -> list[Candidate]:
+def extract_candidates(
+    text: str, limit: int, nlp: Any | None = None, use_spacy: bool = True, limits: QuestionsConfig | None = None
+) -> list[Candidate]:
     """Up to `limit` diverse answer candidates from a chunk, spread over its sentences.
 
     `nlp` is a spaCy pipeline (default: `load_spacy()` when `use_spacy`); without one, heuristics.
-    Skipped: spans over MAX_ANSWER_WORDS words, spans that appear twice in their sentence (a
-    question could not say which is meant), whole sentences, and sentences cut by the chunk edge.
+    Skipped: spans over `limits.max_answer_words` words, spans that appear twice in their sentence
+    (a question could not say which is meant), whole sentences, sentences under
+    `limits.min_sentence_words` words (headings), and sentences cut by the chunk edge.
     """
+    limits = limits or QuestionsConfig()
     if nlp is None and use_spacy:
         nlp = load_spacy()
     per_sentence: list[list[Candidate]] = []
     seen: set[str] = set()
     for s_start, s_end in sentence_spans(text):
         sentence = text[s_start:s_end]
-        if len(sentence.split()) < 5 or not re.search(r"[.!?][\"'”’)\]]*$", sentence):
+        if len(sentence.split()) < limits.min_sentence_words or not ENDS_SENTENCE.search(sentence):
             continue  # a heading, or a sentence cut by the chunk edge
-        spans = spacy_spans(nlp(sentence)) if nlp is not None else heuristic_spans(sentence)
+        spans = spacy_spans(nlp(sentence)) if nlp is not None else heuristic_spans(sentence, limits)
         found = []
         for s, e, kind in spans:
-            cand = _make_candidate(sentence, s_start, s, e, kind, seen)
+            cand = _make_candidate(sentence, s_start, s, e, kind, seen, limits.max_answer_words)
             if cand is not None:
                 seen.add(cand.text.lower())
                 found.append(cand)
@@ -303,14 +300,16 @@ def extract_candidates(text: str, limit: int, nlp: Any | None = None, use_spacy:
     return _round_robin(per_sentence, limit)
 
 
-def _make_candidate(sentence: str, offset: int, s: int, e: int, kind: str, seen: set[str]) -> Candidate | None:
+def _make_candidate(
+    sentence: str, offset: int, s: int, e: int, kind: str, seen: set[str], max_words: int
+) -> Candidate | None:
     s, e = _strip_span(sentence, s, e)
     answer = sentence[s:e].rstrip(".,;:")
     e = s + len(answer)
     n_words = len(answer.split())
     if (
         not answer
-        or n_words > MAX_ANSWER_WORDS
+        or n_words > max_words
         or answer.lower() in seen
         or answer.lower() in STOPWORDS
         or n_words >= len(sentence.split()) - 2

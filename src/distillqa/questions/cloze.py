@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 
-from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PLACE, STOPWORDS
+from distillqa.config import QuestionsConfig
+from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PLACE
+from distillqa.text import STOPWORDS
 
-MAX_QUESTION_WORDS = 30
 _AUX = r"is|are|was|were|has|have|had|can|could|will|would|may|might|must|should|does|do|did"
 _RE_AUX = re.compile(rf"\b({_AUX})\b")
 _RELATIVE = re.compile(r"\b(?:that|which|who|whom|whose|where|when|while|if|because|although)\b", re.IGNORECASE)
@@ -75,12 +76,14 @@ def wh_phrase(kind: str, answer: str, after: str) -> str:
     return "what"
 
 
-def cloze_question(sentence: str, start: int, end: int, kind: str) -> str | None:
-    """A question whose answer is `sentence[start:end]`, or None when no rule gives a clean one."""
+def cloze_question(sentence: str, start: int, end: int, kind: str, limits: QuestionsConfig | None = None) -> str | None:
+    """A question whose answer is `sentence[start:end]`, or None when no rule gives a clean one
+    (or none of at most `limits.max_question_words` words; default limits: config.py's)."""
+    max_words = (limits or QuestionsConfig()).max_question_words
     answer = sentence[start:end]
     listed = re.fullmatch(r"there\s+(are|were)\s+(.+?)\s*:\s*", sentence[:start], re.IGNORECASE)
     if listed and not sentence[end:].strip(" ."):  # "There are three types of rock: A, B and C."
-        return _finish(f"{_WH} {listed.group(1)} the {listed.group(2)}", "what", answer)
+        return _finish(f"{_WH} {listed.group(1)} the {listed.group(2)}", "what", answer, max_words)
     clause, start, end = _answer_clause(sentence, start, end)
     if _RELATIVE.match(clause):
         return None  # the answer sits in a relative clause ("which is called X"): no subject to ask about
@@ -95,7 +98,7 @@ def cloze_question(sentence: str, start: int, end: int, kind: str) -> str | None
         if not counted:
             return None
         wh, after = f"how many {after[:counted].strip()}", after[counted:]
-    return _finish(*_build(before, wh, after), answer)
+    return _finish(*_build(before, wh, after), answer, max_words)
 
 
 def _answer_clause(sentence: str, start: int, end: int) -> tuple[str, int, int]:
@@ -237,16 +240,16 @@ def _lower_first(text: str) -> str:
     return text[0].lower() + text[1:] if text and common else text
 
 
-def _finish(question: str, wh: str, answer: str) -> str | None:
+def _finish(question: str, wh: str, answer: str, max_words: int) -> str | None:
     """Tidy, drop trailing comma segments after the wh-phrase while too long, put the wh-phrase in,
     capitalise, add '?'. None if still too long or too short, or if the answer leaks into it."""
     question = re.sub(r"\s+", " ", question).strip(" ,;:.")
     segments = question.split(", ")
-    while len(" ".join(segments).split()) > MAX_QUESTION_WORDS and _WH not in segments[-1]:
+    while len(" ".join(segments).split()) > max_words and _WH not in segments[-1]:
         segments.pop()
     question = ", ".join(segments).replace(_WH, wh)
     question = re.sub(r"\s+([,;:])", r"\1", question)
-    if not 3 <= len(question.split()) <= MAX_QUESTION_WORDS:
+    if not 3 <= len(question.split()) <= max_words:
         return None
     if re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", question, re.IGNORECASE):
         return None

@@ -17,20 +17,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from distillqa.chunk import sentence_spans
-from distillqa.questions.candidates import MAX_ANSWER_WORDS, PHRASE, STOPWORDS, heuristic_spans
+from distillqa.text import ENDS_SENTENCE, STOPWORDS, sentence_spans
+from distillqa.config import QuestionsConfig
+from distillqa.questions.candidates import PHRASE, heuristic_spans
 from distillqa.questions.cloze import cloze_question, wh_phrase
 
 ROUTE = "span-cloze"
-MIN_SENTENCE_WORDS = 6
 _CONTENT_WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
-_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*$")
 
 
-def sentence_spans_to_ask(sentence: str) -> Iterator[tuple[int, int, str]]:
+def sentence_spans_to_ask(sentence: str, limits: QuestionsConfig | None = None) -> Iterator[tuple[int, int, str]]:
     """(start, end, kind) of the spans of one sentence worth asking about, without overlaps."""
     taken: list[tuple[int, int]] = []
-    for start, end, kind in heuristic_spans(sentence):
+    for start, end, kind in heuristic_spans(sentence, limits):
         taken.append((start, end))
         yield start, end, kind
     for m in _CONTENT_WORD.finditer(sentence):
@@ -45,32 +44,37 @@ def identity_cloze(sentence: str, start: int, end: int, kind: str) -> str:
     return question[0].upper() + question[1:]
 
 
-def sentence_clozes(sentence: str) -> Iterator[tuple[int, int, str]]:
-    """(start, end, question) for every span of one sentence that a question can single out."""
+def sentence_clozes(sentence: str, limits: QuestionsConfig | None = None) -> Iterator[tuple[int, int, str]]:
+    """(start, end, question) for every span of one sentence that a question can single out
+    (answers of at most `limits.max_answer_words` words; default limits: config.py's)."""
+    limits = limits or QuestionsConfig()
     n_words = len(sentence.split())
-    for start, end, kind in sentence_spans_to_ask(sentence):
+    for start, end, kind in sentence_spans_to_ask(sentence, limits):
         answer = sentence[start:end]
         if (
-            len(answer.split()) > MAX_ANSWER_WORDS
+            len(answer.split()) > limits.max_answer_words
             or len(answer.split()) >= n_words - 2
             or len(re.findall(rf"(?<!\w){re.escape(answer)}(?!\w)", sentence, re.IGNORECASE)) != 1
         ):
             continue  # too long, nearly the whole sentence, or ambiguous within it
-        yield start, end, cloze_question(sentence, start, end, kind) or identity_cloze(sentence, start, end, kind)
+        question = cloze_question(sentence, start, end, kind, limits) or identity_cloze(sentence, start, end, kind)
+        yield start, end, question
 
 
-def chunk_pairs(chunk: dict, done: set[tuple[str, int]]) -> list[dict]:
+def chunk_pairs(chunk: dict, done: set[tuple[str, int]], limits: QuestionsConfig | None = None) -> list[dict]:
     """Pairs for the whole sentences of a chunk, as the teacher's pairs look in generations.jsonl
     (`answer_start` relative to the chunk). `done` holds the (doc_id, offset) of sentences already
-    used by an overlapping chunk; this chunk's are added to it."""
+    used by an overlapping chunk; this chunk's are added to it. Sentences under
+    `limits.min_sentence_words` words are skipped, like answer candidates skip them."""
+    limits = limits or QuestionsConfig()
     text, pairs = chunk["text"], []
     for s_start, s_end in sentence_spans(text):
         sentence = text[s_start:s_end]
         key = (chunk["doc_id"], chunk["start"] + s_start)
-        if key in done or len(sentence.split()) < MIN_SENTENCE_WORDS or not _SENTENCE_END.search(sentence):
+        if key in done or len(sentence.split()) < limits.min_sentence_words or not ENDS_SENTENCE.search(sentence):
             continue  # seen in the previous chunk, a heading, or cut by the chunk edge
         done.add(key)
-        for start, end, question in sentence_clozes(sentence):
+        for start, end, question in sentence_clozes(sentence, limits):
             pairs.append(
                 {"question": question, "answer": sentence[start:end], "answer_start": s_start + start, "route": ROUTE}
             )

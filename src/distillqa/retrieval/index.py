@@ -11,7 +11,7 @@ its input (256 word pieces for MiniLM), so counting its tokens guarantees a 200-
 embedded whole, and with the default student (the same MiniLM vocabulary) the count is exactly
 what the reader sees. English averages ~1.3 word pieces per word, so a word count would overshoot.
 
-On disk (`RUN/index/`): `meta.json` (format, embedder, config), `passages.jsonl`,
+On disk (`RUN/index/`): `meta.json` (format, embedder, index-time settings), `passages.jsonl`,
 `documents.json` (titles and page offsets, for citing an answer's page), `embeddings.npy`
 (float32, one normalised row per passage), `bm25/` (bm25s's own files) and `query_encoder/`
 (the embedder exported to ONNX, see `distillqa.retrieval.query_encoder`). Loading reads only the first
@@ -22,12 +22,10 @@ onnxruntime missing) questions are embedded with sentence-transformers, ~4x slow
 
 from __future__ import annotations
 
-import bisect
 import functools
 import logging
 import re
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -37,13 +35,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from distillqa.chunk import sentence_spans
-from distillqa.config import RetrievalConfig
+from distillqa.config import RetrievalConfig, is_hashed
 from distillqa.console import track
 from distillqa.errors import DistillqaError
-from distillqa.io import read_json, read_jsonl, write_json, write_jsonl
+from distillqa.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 from distillqa.layout import DOCUMENTS, INDEX, RunFolder
+from distillqa.records import page_at
 from distillqa.retrieval import query_encoder
+from distillqa.text import sentence_spans, words
 
 if TYPE_CHECKING:
     from bm25s import BM25
@@ -53,7 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("distillqa")
 
-FORMAT = 1
+FORMAT = 2  # 2: BM25 over folded words (accents and case)
 META = "meta.json"
 PASSAGES = "passages.jsonl"
 DOCUMENT_INFO = "documents.json"
@@ -66,7 +65,6 @@ BUNDLED_EMBEDDER_NAME = "all-MiniLM-L6-v2 (bundled)"
 # digit or opening quote. Abbreviations ("e.g. The") may split a sentence in two, which is
 # harmless: sentences are only the units that passages are packed from.
 _WORD = re.compile(r"\S+")
-_BM25_TOKEN = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -133,14 +131,6 @@ def _pack(units: Sequence[tuple[int, int, int]], max_tokens: int, overlap_tokens
     return windows
 
 
-def page_at(pages: Sequence[dict], offset: int) -> int | None:
-    """The number of the page holding character `offset` (a separator counts as the page before)."""
-    if not pages:
-        return None
-    i = bisect.bisect_right([p["start"] for p in pages], offset) - 1
-    return pages[max(i, 0)]["number"]
-
-
 def make_passages(
     doc: dict, count_tokens: Callable[[list[str]], list[int]], max_tokens: int, overlap_tokens: int
 ) -> list[Passage]:
@@ -177,9 +167,18 @@ def _stopwords() -> frozenset[str]:
 
 
 def bm25_tokens(text: str) -> list[str]:
-    """Lower-cased words minus English stopwords; no stemming, so the index stays predictable."""
+    """Folded words (`text.words`) minus bm25s's English stopwords; no stemming, so the index
+    stays predictable. bm25s's short list, not `text.STOPWORDS`: "when" or "first" can matter in a search."""
     stop = _stopwords()
-    return [t for t in _BM25_TOKEN.findall(text.lower()) if t not in stop]
+    return [t for t in words(text) if t not in stop]
+
+
+def index_settings(cfg: RetrievalConfig) -> dict:
+    """The retrieval settings built into an index (passage sizes, embedder, ONNX export): the ones
+    the index stage hashes. Query-time settings (top_k, rrf_k, ...) are not the index's: `ask`
+    reads them from the run's config.yaml."""
+    fields = RetrievalConfig.model_fields
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if is_hashed(fields[k])}
 
 
 def rrf_fuse(rankings: Sequence[Sequence[int]], rrf_k: int) -> list[tuple[int, float]]:
@@ -352,11 +351,7 @@ class PassageIndex:
     def save(self, directory: Path) -> None:
         """Write every file into a temporary sibling folder, then swap it in, so a reader never
         sees a half-written index."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        try:
-            tmp.chmod(0o755)  # mkdtemp makes it private; the index is as readable as the rest of the run
+        with atomic_dir(Path(directory)) as tmp:
             write_jsonl(tmp / PASSAGES, (asdict(p) for p in self.passages))
             write_json(tmp / DOCUMENT_INFO, list(self.documents.values()))
             np.save(tmp / EMBEDDINGS, self.embeddings)
@@ -372,20 +367,9 @@ class PassageIndex:
                     "documents": len(self.documents),
                     "token_counts": "embedder tokenizer",
                     "query_encoder": "onnxruntime" if exported else "sentence-transformers",
-                    "config": self.cfg.model_dump(mode="json"),
+                    "config": index_settings(self.cfg),
                 },
             )
-            old = None
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                directory.rename(old)
-            tmp.rename(directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, directory: Path) -> PassageIndex:
@@ -437,19 +421,32 @@ class PassageIndex:
         """Passage numbers by cosine similarity (a dot product: both sides are normalised)."""
         return [int(i) for i in _top(self.embeddings @ query_vector, depth)]
 
-    def search(self, query: str, k: int = 5, query_vector: np.ndarray | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        query_vector: np.ndarray | None = None,
+        *,
+        candidates: int | None = None,
+        rrf_k: int | None = None,
+    ) -> list[Hit]:
         """The k best passages for `query` by fused BM25 and dense rank. Pass `query_vector` when
-        the query is already embedded (batch jobs, benchmarks)."""
+        the query is already embedded (batch jobs, benchmarks). `candidates` and `rrf_k` are
+        query-time settings (retrieval.*; None: their config.py defaults), so the caller's
+        config applies, not the one the index was built with."""
         if not query.strip() or k < 1:
             return []
-        depth = max(k, self.cfg.candidates)
+        defaults = RetrievalConfig.model_fields
+        candidates = defaults["candidates"].default if candidates is None else candidates
+        rrf_k = defaults["rrf_k"].default if rrf_k is None else rrf_k
+        depth = max(k, candidates)
         bm25 = self.bm25_ranking(query, depth)
         dense = self.dense_ranking(self.embed_query(query) if query_vector is None else query_vector, depth)
         bm25_rank = {p: r for r, p in enumerate(bm25, start=1)}
         dense_rank = {p: r for r, p in enumerate(dense, start=1)}
         return [
             Hit(self.passages[p], score, bm25_rank.get(p), dense_rank.get(p))
-            for p, score in rrf_fuse([bm25, dense], self.cfg.rrf_k)[:k]
+            for p, score in rrf_fuse([bm25, dense], rrf_k)[:k]
         ]
 
     def page_of(self, doc_id: str, offset: int) -> int | None:

@@ -1,7 +1,15 @@
 """Scoring a reader on SQuAD questions, and the `evaluate` stage.
 
-The metrics are `student.metrics` (the official SQuAD v1.1 ones). The stage scores the untrained student (the base encoder with the same seeded, fresh QA head training
-starts from) next to the distilled one, so the report shows what distillation bought.
+The metrics are `student.metrics` (the official SQuAD v1.1 ones). The stage scores the untrained
+student (the base encoder with the same seeded, fresh QA head training starts from) next to the
+distilled one, so the report shows what distillation bought. It writes the totals to `eval.json`
+and each question's answers to `eval_predictions.json`:
+
+    {id: {"question": str, "answers": [gold texts], "baseline": str, "distilled": str}}
+
+`evaluate_file` scores any SQuAD v1.1 file in reader mode (question + gold paragraph) and can write
+`{id: answer text}`, the format of transformers' run_qa.py `eval_predictions.json`. Open mode
+(question alone, retrieval + reader) needs the passage index and lives in `app.ask`.
 """
 
 from __future__ import annotations
@@ -9,20 +17,32 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from distillqa.config import Config
+import yaml
+
+from distillqa.config import Config, TrainConfig, load_config
 from distillqa.console import track
 from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.errors import DistillqaError
 from distillqa.io import write_json
-from distillqa.layout import EVAL, STUDENT, VALIDATION, RunFolder
+from distillqa.layout import (
+    CONFIG,
+    EVAL,
+    EVAL_PREDICTIONS,
+    STUDENT,
+    VALIDATION,
+    RunFolder,
+)
 from distillqa.student.metrics import score_examples
 from distillqa.student.reader import Reader, load_base_student
+
+# The default lives in config.py; these functions are also called without a config (tests, benchmarks).
+DEFAULT_BATCH_SIZE: int = TrainConfig.model_fields["eval_batch_size"].default
 
 
 def predict(
     reader: Reader,
     examples: list[dict],
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     max_answer_length: int = 30,
     quiet: bool = True,
     description: str = "reading",
@@ -39,42 +59,110 @@ def predict(
     return predictions, ms
 
 
+def score_predictions(
+    reader: Reader,
+    examples: list[dict],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_answer_length: int = 30,
+    quiet: bool = True,
+    description: str = "reading",
+) -> tuple[dict, dict[str, str]]:
+    """({"exact_match", "f1", "n", "ms_per_question"}, {id: answer text}) of `reader` on flattened
+    SQuAD examples: the totals and the answers they were computed from."""
+    predictions, ms = predict(reader, examples, batch_size, max_answer_length, quiet, description)
+    return {**score_examples(examples, predictions), "ms_per_question": round(ms, 2)}, predictions
+
+
 def score_reader(
     reader: Reader,
     examples: list[dict],
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     max_answer_length: int = 30,
     quiet: bool = True,
     description: str = "reading",
 ) -> dict:
     """{"exact_match", "f1", "n", "ms_per_question"} of `reader` on flattened SQuAD examples."""
-    predictions, ms = predict(reader, examples, batch_size, max_answer_length, quiet, description)
-    return {**score_examples(examples, predictions), "ms_per_question": round(ms, 2)}
+    return score_predictions(reader, examples, batch_size, max_answer_length, quiet, description)[0]
 
 
-def evaluate_file(model_dir: Path, squad_path: Path, batch_size: int = 32) -> dict:
-    """Score a trained reader (model folder or run folder) on any SQuAD v1.1 file."""
+def load_examples(squad_path: Path) -> list[dict]:
+    """The flattened questions of a SQuAD v1.1 file to score; a file without any is an error."""
     examples = squad_examples(load_squad(squad_path))
     if not examples:
         raise DistillqaError(f"{squad_path}: the file has no questions to score")
-    return score_reader(Reader.load(model_dir), examples, batch_size)
+    return examples
+
+
+def check_predictions_path(path: Path | None) -> None:
+    """Fail before any reading (minutes on a big file) when the predictions cannot be written there."""
+    if path is not None and Path(path).is_dir():
+        raise DistillqaError(f"{path}: is a folder: give --predictions a file name, e.g. {Path(path) / 'predictions.json'}")
+
+
+def write_predictions(path: Path, predictions: dict[str, str]) -> None:
+    """`{id: answer text}`, as transformers' run_qa.py writes eval_predictions.json."""
+    write_json(Path(path), predictions)
+
+
+def file_settings(target: Path, config_file: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Settings for scoring a file: a run folder's saved config (the windows the student was trained
+    with), else the defaults, updated by --config/--set. Nothing is written back: scoring a file
+    leaves the run as it was."""
+    saved = Path(target) / CONFIG
+    base = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else None
+    return load_config(config_file, overrides, base=base)
+
+
+def evaluate_file(
+    model_dir: Path,
+    squad_path: Path,
+    cfg: TrainConfig | None = None,
+    predictions_path: Path | None = None,
+    quiet: bool = True,
+) -> dict:
+    """Score a trained reader (model folder or run folder) on any SQuAD v1.1 file in reader mode:
+    each question is read with its gold paragraph. Returns the totals and `"mode": "reader"`."""
+    cfg = cfg or TrainConfig()
+    check_predictions_path(predictions_path)
+    examples = load_examples(squad_path)
+    reader = Reader.load(model_dir, max_length=cfg.max_length, doc_stride=cfg.doc_stride)
+    scores, predictions = score_predictions(
+        reader, examples, cfg.eval_batch_size, cfg.max_answer_length, quiet, description="reader mode"
+    )
+    if predictions_path is not None:
+        write_predictions(predictions_path, predictions)
+    return {**scores, "mode": "reader"}
 
 
 def run_stage(run: RunFolder, cfg: Config) -> dict:
-    """Score the untrained baseline and the distilled student on RUN/validation.json -> eval.json."""
+    """Score the untrained baseline and the distilled student on RUN/validation.json -> eval.json
+    (totals) and eval_predictions.json (each question's gold and both students' answers)."""
     run.require(STUDENT, VALIDATION)
     examples = squad_examples(load_squad(run.path(VALIDATION)))
     n = len(examples)
     if n == 0:
         note = "validation.json has no questions: nothing was scored"
         write_json(run.path(EVAL), {"baseline": None, "distilled": None, "validation_questions": 0, "note": note})
+        write_json(run.path(EVAL_PREDICTIONS), {})
         run.log.warning("evaluate: %s has no questions; skipped scoring", run.path(VALIDATION))
         return {"validation_questions": 0}
     window = {"max_length": cfg.train.max_length, "doc_stride": cfg.train.doc_stride}
     model, tokenizer = load_base_student(cfg.train.student, cfg.train.seed)
-    score = {"max_answer_length": cfg.train.max_answer_length, "quiet": run.quiet}
-    baseline = score_reader(Reader(model, tokenizer, **window), examples, description="baseline", **score)
-    distilled = score_reader(Reader.load(run.path(STUDENT), **window), examples, description="distilled", **score)
+    score = {"batch_size": cfg.train.eval_batch_size, "max_answer_length": cfg.train.max_answer_length, "quiet": run.quiet}
+    baseline, baseline_answers = score_predictions(Reader(model, tokenizer, **window), examples, description="baseline", **score)
+    distilled, distilled_answers = score_predictions(
+        Reader.load(run.path(STUDENT), **window), examples, description="distilled", **score
+    )
+    per_question = {
+        e["id"]: {
+            "question": e["question"],
+            "answers": [a["text"] for a in e["answers"]],
+            "baseline": baseline_answers.get(e["id"], ""),
+            "distilled": distilled_answers.get(e["id"], ""),
+        }
+        for e in examples
+    }
+    write_json(run.path(EVAL_PREDICTIONS), per_question)
     write_json(run.path(EVAL), {"baseline": baseline, "distilled": distilled, "validation_questions": n})
     return {
         "validation_questions": n,

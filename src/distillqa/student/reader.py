@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, set_seed
 
 from distillqa.errors import DistillqaError
-from distillqa.models import resolve_encoder
+from distillqa.models import pick_device, resolve_encoder
 from distillqa.student.features import Answer, check_tokenizer, postprocess_predictions, prepare_eval_features
 
 __all__ = ["Answer", "Reader", "resolve_model_dir"]
@@ -58,10 +58,6 @@ def quiet_transformers(hide_warnings: bool = False) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_base_student(name: str | None, seed: int) -> tuple[Any, Any]:
     """The untrained student: (encoder + fresh QA head drawn from `seed`, its tokenizer).
 
@@ -98,7 +94,7 @@ class Reader:
         doc_stride: int = 128,
     ):
         check_tokenizer(tokenizer, getattr(tokenizer, "name_or_path", "tokenizer"))
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = torch.device(device) if device is not None else pick_device()
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         # a window can never be longer than the model's position embeddings

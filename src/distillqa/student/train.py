@@ -41,7 +41,9 @@ from transformers import (
 from distillqa.config import Config, TrainConfig
 from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.errors import DistillqaError
+from distillqa.io import atomic_dir
 from distillqa.layout import STUDENT, TRAIN, VALIDATION, RunFolder
+from distillqa.models import cuda_precision
 from distillqa.student.evaluate import predict
 from distillqa.student.features import prepare_eval_features, prepare_train_features
 from distillqa.student.metrics import score_examples
@@ -49,13 +51,6 @@ from distillqa.student.reader import Reader, load_base_student, quiet_transforme
 
 log = logging.getLogger("distillqa")
 LOG_POINTS = 50  # training-loss points in training_log.json, whatever the data size
-
-
-def _precision() -> str:
-    """bf16 on GPUs that support it, fp16 on other CUDA GPUs, fp32 on CPU."""
-    if not torch.cuda.is_available():
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 class _SquadTrainer(Trainer):
@@ -162,16 +157,6 @@ def _model_card(base_model: str, stats: dict[str, int], cfg: TrainConfig, traini
     return "\n".join(lines) + "\n"
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put the finished folder `new` at `target`, replacing any previous one."""
-    old = target.parent / f".{target.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _training_args(cfg: TrainConfig, work: Path, precision: str, scored: bool, quiet: bool) -> TrainingArguments:
     """Trainer settings: per-epoch scoring and keep-the-best when there is validation data."""
     return TrainingArguments(
@@ -179,7 +164,7 @@ def _training_args(cfg: TrainConfig, work: Path, precision: str, scored: bool, q
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=32,
+        per_device_eval_batch_size=cfg.eval_batch_size,
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of all steps in transformers 5
         logging_strategy="steps",
@@ -217,10 +202,9 @@ def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg:
             prepare_eval_features([e["question"] for e in validation], [e["context"] for e in validation], tokenizer, cfg.max_length, cfg.doc_stride)
         ),
     }
-    precision = _precision()
+    precision = cuda_precision()
     scored = bool(validation)
     work = output_dir.parent / f".{output_dir.name}.work"
-    tmp = output_dir.parent / f".{output_dir.name}.tmp"
     args = _training_args(cfg, work, precision, scored, quiet)
     trainer = _SquadTrainer(
         model=model,
@@ -237,25 +221,23 @@ def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg:
     else:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_EvalOnlyProgress)
-    for stale in (work, tmp):
-        shutil.rmtree(stale, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     log.info("train: %d questions (%d windows), %s epochs, %s on %s", stats["train_questions"], stats["train_windows"], cfg.epochs, precision, args.device)
     try:
-        with quiet_transformers():  # the Trainer's own bar stays; checkpoint-writing bars go
-            started = time.time()
-            trainer.train()
-            seconds = time.time() - started
-            trainer.model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        training_log = _training_log(trainer.state.log_history, base_model, precision, seconds)
-        parameters = sum(p.numel() for p in trainer.model.parameters())
-        # plain writes: the whole folder is renamed into place only once complete
-        (tmp / "training_log.json").write_text(json.dumps(training_log, indent=2), encoding="utf-8")
-        (tmp / "README.md").write_text(_model_card(base_model, stats, cfg, training_log, parameters), encoding="utf-8")
-        _replace_dir(tmp, output_dir)
+        with atomic_dir(output_dir) as tmp:
+            with quiet_transformers():  # the Trainer's own bar stays; checkpoint-writing bars go
+                started = time.time()
+                trainer.train()
+                seconds = time.time() - started
+                trainer.model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+            training_log = _training_log(trainer.state.log_history, base_model, precision, seconds)
+            parameters = sum(p.numel() for p in trainer.model.parameters())
+            # plain writes: the whole folder is renamed into place only once complete
+            (tmp / "training_log.json").write_text(json.dumps(training_log, indent=2), encoding="utf-8")
+            (tmp / "README.md").write_text(_model_card(base_model, stats, cfg, training_log, parameters), encoding="utf-8")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "train_questions": stats["train_questions"],
         "train_windows": stats["train_windows"],

@@ -88,7 +88,9 @@ class ChunkJob:
         if mode in ("qa", "both"):
             self.tasks.append(_Task(TEACHER_QA, 0))
         if mode in ("answer-first", "both"):
-            candidates = extract_candidates(self.chunk["text"], self.cfg.generate.answers_per_chunk)
+            candidates = extract_candidates(
+                self.chunk["text"], self.cfg.generate.answers_per_chunk, limits=self.cfg.questions
+            )
             self.tasks += [_Task(ANSWER_FIRST, i, c) for i, c in enumerate(candidates)]
 
     @property
@@ -110,7 +112,7 @@ class ChunkJob:
         temperature = teacher.temperature if task.attempt == 0 else max(teacher.temperature, RETRY_TEMPERATURE)
         if task.route == TEACHER_QA:
             return GenerationRequest(
-                messages=qa_messages(self.chunk["text"], gen.pairs_per_chunk),
+                messages=qa_messages(self.chunk["text"], gen.pairs_per_chunk, self.cfg.questions.max_answer_words),
                 json_schema=qa_schema(gen.pairs_per_chunk) if self.as_json else None,
                 max_tokens=teacher.max_new_tokens,
                 temperature=temperature,
@@ -175,10 +177,11 @@ class ChunkJob:
         else:  # a failed qa route: cloze pairs for the chunk's best answer candidates instead
             if any(t.route == ANSWER_FIRST for t in self.tasks):
                 return  # mode "both": the answer-first route already covers this chunk's candidates
-            candidates = extract_candidates(self.chunk["text"], self.cfg.generate.pairs_per_chunk)
+            candidates = extract_candidates(self.chunk["text"], self.cfg.generate.pairs_per_chunk, limits=self.cfg.questions)
         for cand in candidates:
             assert cand is not None
-            question = cloze_question(cand.sentence, cand.start_in_sentence, cand.start_in_sentence + len(cand.text), cand.kind)
+            start = cand.start_in_sentence
+            question = cloze_question(cand.sentence, start, start + len(cand.text), cand.kind, self.cfg.questions)
             if question:
                 self.pairs.append(_pair(question, cand, CLOZE))
 

@@ -24,22 +24,17 @@ import torch
 
 from distillqa.config import TeacherConfig
 from distillqa.errors import DistillqaError
+from distillqa.models import cuda_precision, pick_device
 from distillqa.teacher.base import GenerationRequest, GenerationResult, error_line
 
 log = logging.getLogger("distillqa")
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(name: str) -> torch.dtype:
     """'auto' means bf16 on CUDA (fp16 where the card lacks bf16) and float32 on CPU."""
     if name != "auto":
         return getattr(torch, name)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cuda_precision()]
 
 
 def resolve_source(model: str | None) -> str:
@@ -78,7 +73,7 @@ class TransformersTeacher:
 
         source = resolve_source(cfg.model)
         self.device = pick_device()
-        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        self.dtype = resolve_dtype(cfg.dtype)
         self.batch_size = cfg.batch_size
         load_kwargs: dict[str, Any] = {"dtype": self.dtype}
         if cfg.load_in_4bit:

@@ -14,7 +14,8 @@ from typing import Any
 
 import json_repair
 
-from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, STOPWORDS
+from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON
+from distillqa.text import STOPWORDS, words
 
 
 class ParseError(ValueError):
@@ -22,7 +23,6 @@ class ParseError(ValueError):
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.DOTALL)
-_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 _WH = re.compile(r"\b(?:what|which|who|whom|whose|when|where|why|how)\b")
 _YES_NO_START = re.compile(r"^(?:is|are|was|were|do|does|did|can|could|will|would|has|have|had|should|may|might)\b")
 _PLACEHOLDER = re.compile(
@@ -114,10 +114,6 @@ def parse_question(text: str) -> str:
 
 def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().strip("\"'“”`").strip()
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
 
 
 def question_problem(

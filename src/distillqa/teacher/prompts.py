@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 
+from distillqa.config import QuestionsConfig
 from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PLACE
 
 MAX_QUESTION_CHARS = 200
 MAX_ANSWER_CHARS = 80
 
 # ---------------------------------------------------------------------------------------------
-# qa route: the teacher writes question + answer pairs for a whole chunk.
+# qa route: the teacher writes question + answer pairs for a whole chunk. The answer length is
+# questions.max_answer_words, the same bound the rules use.
 QA_SYSTEM = (
     "You write reading-comprehension questions about a passage. Each answer must be a short span "
-    "copied exactly from the passage (1 to 8 words). Each question must be answerable from the "
+    "copied exactly from the passage (1 to {max_answer_words} words). Each question must be answerable from the "
     "passage, must use your own words rather than copy a sentence, and must not contain its answer. "
     'Reply with JSON only: {"pairs": [{"question": "...", "answer": "..."}]}.'
 )
@@ -41,11 +43,13 @@ def _qa_request(passage: str, n: int) -> str:
     return f"Passage:\n{passage}\n\nWrite {n} question-answer pairs about this passage."
 
 
-def qa_messages(passage: str, n: int) -> list[dict[str, str]]:
-    """Chat messages asking for `n` question/answer pairs about `passage`, with one worked example."""
+def qa_messages(passage: str, n: int, max_answer_words: int | None = None) -> list[dict[str, str]]:
+    """Chat messages asking for `n` question/answer pairs about `passage`, with one worked example;
+    answers of at most `max_answer_words` words (default: questions.max_answer_words's default)."""
     example = json.dumps({"pairs": _QA_EXAMPLE_PAIRS}, ensure_ascii=False)
+    max_answer_words = max_answer_words or QuestionsConfig().max_answer_words
     return [
-        {"role": "system", "content": QA_SYSTEM},
+        {"role": "system", "content": QA_SYSTEM.replace("{max_answer_words}", str(max_answer_words))},
         {"role": "user", "content": _qa_request(_QA_EXAMPLE_PASSAGE, len(_QA_EXAMPLE_PAIRS))},
         {"role": "assistant", "content": example},
         {"role": "user", "content": _qa_request(passage, n)},
