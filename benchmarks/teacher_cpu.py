@@ -6,8 +6,9 @@ Each configuration answers the same answer-first requests (the pipeline's real p
 tokens, for sentences of examples/sample.md) and reports prompt+generation throughput:
 - "before": `Llama` in this process with its defaults (weight repacking on, the KV cache of the
   previous prompt's common prefix reused), as distillqa ran it until the AMX crash fix;
-- "after": what `load_teacher` gives now (a worker process, repacking off, every prompt
-  evaluated whole), and the same with repacking on or in-process, to show what each part costs.
+- "after": what `load_teacher` gives now (a worker process, repacking off, the prompt
+  cache reused only at 8-token blocks), and the same with repacking on or in-process, to show
+  what each part costs.
 Tokens are counted with the model's own tokenizer; the first request of each run is a warm-up.
 """
 
@@ -99,7 +100,7 @@ def main() -> None:
     n_prompt = sum(prompt_tokens(vocab, r) for r in reqs[1:])
     configs = {
         "before: in-process, repacking on, prefix reuse": lambda: before(model, reqs, args.threads),
-        "after: worker, repacking off, whole prompt": lambda: after(model, reqs, args.threads),
+        "after: worker, repacking off, 8-token prompt blocks": lambda: after(model, reqs, args.threads),
         "after, repacking on": lambda: after(model, reqs, args.threads, weight_repacking=True),
         "after, in-process": lambda: after(model, reqs, args.threads, isolate=False),
     }

@@ -2,7 +2,7 @@
 
 The reader here is a tiny BERT with random weights (built from a config, with the bundled
 MiniLM tokenizer), so its answers are arbitrary spans: the tests check structure, offsets,
-citations and ranking, not answer quality. `tiny_run` is shared with test_serve/test_browser.
+citations and ranking, not answer quality. The run is conftest's session-wide `small_run`.
 """
 
 import json
@@ -16,93 +16,13 @@ from distillqa.app.ask import Asker, ask_command, rank_answers, read_context
 from distillqa.cli import app
 from distillqa.config import RetrievalConfig
 from distillqa.errors import DistillqaError
-from distillqa.io import write_jsonl
-from distillqa.models import bundled_encoder
-from distillqa.retrieval.index import Hit, Passage, PassageIndex
-
-KEYS = {"answer", "score", "document", "page", "passage", "start", "end"}
-
-HARBOUR = (
-    "The harbour light of Port Elwin was built in 1854 by the engineer Margaret Hale. It stands on a granite "
-    "ledge at the mouth of the Elwin River, and its white tower is 31 metres tall.\n\n"
-    "The first lamp burned whale oil and could be seen from 14 miles away. In 1902 the oil lamp was replaced "
-    "by a paraffin burner designed by Thomas Quill.\n\n"
-    "The last keeper, Edward Vance, left the tower in 1986, when the light was automated. Today the building "
-    "houses a small museum run by the Port Elwin Historical Society."
-)
-ORCHARD = (
-    "The orchard behind the mill has twelve apple trees, planted in 1921 by the miller Ada Brook.\n\n"
-    "Every October the village holds a cider festival in the orchard, with music and a pressing contest."
-)
-
-
-def tiny_document(doc_id: str, source: str, text: str) -> dict:
-    """A documents.jsonl record with two pages split at the first paragraph break."""
-    cut = text.index("\n\n")
-    pages = [{"number": 1, "start": 0, "end": cut}, {"number": 2, "start": cut + 2, "end": len(text)}]
-    return {"doc_id": doc_id, "source": f"/docs/{source}", "title": doc_id.title(), "text": text, "pages": pages}
-
-
-TINY_DOCUMENTS = [tiny_document("harbour", "harbour.txt", HARBOUR), tiny_document("orchard", "orchard.md", ORCHARD)]
-
-
-def tiny_reader(folder: Path) -> Path:
-    """A random-weight 2-layer BERT QA model with the bundled MiniLM tokenizer, saved to `folder`."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
-
-    tokenizer = AutoTokenizer.from_pretrained(bundled_encoder())
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertForQuestionAnswering(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def tiny_run(root: Path, documents: list[dict] = TINY_DOCUMENTS, passage_tokens: int = 40) -> Path:
-    """A run folder with documents.jsonl, index/ (bundled MiniLM embedder) and a tiny student/."""
-    root.mkdir(parents=True, exist_ok=True)
-    write_jsonl(root / "documents.jsonl", documents)
-    (root / "manifest.json").write_text(json.dumps({"stages": {}, "inputs": []}))
-    cfg = RetrievalConfig(passage_tokens=passage_tokens, passage_overlap_tokens=8)
-    PassageIndex.build(documents, cfg).save(root / "index")
-    tiny_reader(root / "student")
-    return root
+from distillqa.retrieval.index import Hit, Passage
+from tests.helpers import HARBOUR, ORCHARD, check_answers, tiny_bert
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory.mktemp("ask") / "run")
-
-
-@pytest.fixture(scope="module")
-def asker(run_dir: Path) -> Asker:
-    return Asker(run_dir)
-
-
-def check_answers(answers: list[dict], top_k: int, documents: dict[str, str] | None) -> None:
-    """Shape, offsets, order and distinctness that every answer list must have."""
-    assert 1 <= len(answers) <= top_k
-    for a in answers:
-        assert set(a) == KEYS
-        assert a["passage"][a["start"] : a["end"]] == a["answer"] and a["answer"].strip()
-        assert 0.0 <= a["score"] <= 1.0
-        if documents is None:
-            assert a["document"] is None and a["page"] is None
-        else:
-            text = documents[a["document"]]
-            assert a["passage"] in text
-            offset = text.index(a["passage"]) + a["start"]
-            assert a["page"] == (1 if offset < text.index("\n\n") else 2)  # the answer's own page
-    assert [a["score"] for a in answers] == sorted((a["score"] for a in answers), reverse=True)
-    assert len({a["answer"].lower() for a in answers}) == len(answers)
+def asker(small_run: Path) -> Asker:
+    return Asker(small_run)
 
 
 # -- ranking (no model) -----------------------------------------------------------------------
@@ -173,7 +93,30 @@ def test_asker_reads_enough_passages(asker: Asker, monkeypatch):
     assert seen == [min(n, 5), min(n, 6)]  # max(retrieval.top_k=5, 3 × top_k)
 
 
-def test_asker_errors(tmp_path: Path, run_dir: Path, asker: Asker):
+def test_asker_reads_retrieval_settings_from_config_yaml(small_run: Path, tmp_path: Path, monkeypatch):
+    """`retrieval.top_k` and the other query-time settings are the run's config.yaml as it is when
+    `ask` loads, not what the index was built with: changing them needs no new index/."""
+    from distillqa.layout import RunFolder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("index", "student", "documents.jsonl", "manifest.json"):
+        (run / name).symlink_to(small_run / name)
+    meta = (run / "index" / "meta.json").read_bytes()
+    RunFolder(run).config(overrides=["retrieval.top_k=2", "retrieval.passages_per_answer=1",
+                                     "retrieval.candidates=3", "retrieval.rrf_k=7"])
+    asker = Asker(run)
+    searches = []
+    real = asker.index.search
+    monkeypatch.setattr(asker.index, "search", lambda q, k, **kw: searches.append((k, kw)) or real(q, k, **kw))
+    assert len(asker.ask("Who built the harbour light?", top_k=1)) == 1
+    assert searches == [(2, {"candidates": 3, "rrf_k": 7})]  # max(top_k=2, 1 × 1) passages
+    assert (run / "index" / "meta.json").read_bytes() == meta
+    # without config.yaml (tiny test runs): the defaults, and nothing is written
+    assert Asker(small_run).retrieval == RetrievalConfig() and not (small_run / "config.yaml").exists()
+
+
+def test_asker_errors(tmp_path: Path, small_run: Path, asker: Asker):
     with pytest.raises(DistillqaError, match="question is empty"):
         asker.ask("  ", top_k=3)
     with pytest.raises(DistillqaError, match="no such run folder"):
@@ -186,7 +129,7 @@ def test_asker_errors(tmp_path: Path, run_dir: Path, asker: Asker):
     no_student = tmp_path / "no-student"
     no_student.mkdir()
     (no_student / "manifest.json").write_text("{}")
-    (no_student / "index").symlink_to(run_dir / "index")
+    (no_student / "index").symlink_to(small_run / "index")
     with pytest.raises(DistillqaError, match="distillqa train"):
         Asker(no_student)
 
@@ -194,8 +137,8 @@ def test_asker_errors(tmp_path: Path, run_dir: Path, asker: Asker):
 # -- a given context ----------------------------------------------------------------------------
 
 
-def test_read_context_with_model_or_run_folder(run_dir: Path):
-    for target in (run_dir, run_dir / "student"):
+def test_read_context_with_model_or_run_folder(small_run: Path):
+    for target in (small_run, small_run / "student"):
         answers = read_context(target, "Who designed the burner?", HARBOUR, top_k=3)
         check_answers(answers, 3, None)
         assert all(a["passage"] == HARBOUR for a in answers)
@@ -208,16 +151,16 @@ def _cli(*args: str):
     return CliRunner().invoke(app, ["ask", *args])
 
 
-def test_cli_json_has_exactly_the_documented_shape(run_dir: Path):
-    result = _cli(str(run_dir), "Who built the harbour light?", "--top-k", "2", "--json")
+def test_cli_json_has_exactly_the_documented_shape(small_run: Path):
+    result = _cli(str(small_run), "Who built the harbour light?", "--top-k", "2", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert list(data) == ["answers"]
     check_answers(data["answers"], 2, {"harbour.txt": HARBOUR, "orchard.md": ORCHARD})
 
 
-def test_cli_context_and_context_file(run_dir: Path, tmp_path: Path):
-    result = _cli(str(run_dir / "student"), "Who designed the burner?", "--context", ORCHARD, "--json")
+def test_cli_context_and_context_file(small_run: Path, tmp_path: Path):
+    result = _cli(str(small_run / "student"), "Who designed the burner?", "--context", ORCHARD, "--json")
     assert result.exit_code == 0, result.output
     answers = json.loads(result.stdout)["answers"]
     check_answers(answers, 3, None)
@@ -225,15 +168,15 @@ def test_cli_context_and_context_file(run_dir: Path, tmp_path: Path):
 
     passage = tmp_path / "passage.txt"
     passage.write_text(HARBOUR, encoding="utf-8")
-    result = _cli(str(run_dir), "Who designed the burner?", "--context-file", str(passage), "--top-k", "1", "--json")
+    result = _cli(str(small_run), "Who designed the burner?", "--context-file", str(passage), "--top-k", "1", "--json")
     assert result.exit_code == 0, result.output
     answers = json.loads(result.stdout)["answers"]
     check_answers(answers, 1, None)
     assert answers[0]["passage"] == HARBOUR
 
 
-def test_cli_terminal_output_cites_and_highlights(run_dir: Path, asker: Asker):
-    result = _cli(str(run_dir), "Who built the harbour light?", "--top-k", "1")
+def test_cli_terminal_output_cites_and_highlights(small_run: Path, asker: Asker):
+    result = _cli(str(small_run), "Who built the harbour light?", "--top-k", "1")
     assert result.exit_code == 0, result.output
     best = asker.ask("Who built the harbour light?", top_k=1)[0]
     assert best["answer"] in result.stdout
@@ -252,21 +195,21 @@ def test_cli_terminal_output_cites_and_highlights(run_dir: Path, asker: Asker):
         (["{tmp}", "Who?", "--context", "Some text."], "not a run folder with a student"),
     ],
 )
-def test_cli_errors_are_one_line(run_dir: Path, tmp_path: Path, args: list[str], message: str):
-    result = _cli(*(a.format(run=run_dir, tmp=tmp_path) for a in args))
+def test_cli_errors_are_one_line(small_run: Path, tmp_path: Path, args: list[str], message: str):
+    result = _cli(*(a.format(run=small_run, tmp=tmp_path) for a in args))
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_ask_command_prints_json(run_dir: Path, capsys):
-    ask_command(run_dir, "What grows in the orchard?", top_k=2, as_json=True)
+def test_ask_command_prints_json(small_run: Path, capsys):
+    ask_command(small_run, "What grows in the orchard?", top_k=2, as_json=True)
     check_answers(json.loads(capsys.readouterr().out)["answers"], 2, {"harbour.txt": HARBOUR, "orchard.md": ORCHARD})
 
 
-def test_asker_can_read_with_another_student(run_dir: Path, tmp_path: Path):
+def test_asker_can_read_with_another_student(small_run: Path, tmp_path: Path):
     """The run's index with a student from elsewhere (the devset benchmark compares several)."""
-    other = tiny_reader(tmp_path / "other")
-    asker = Asker(run_dir, model_dir=other)
+    other = tiny_bert(tmp_path / "other")
+    asker = Asker(small_run, model_dir=other)
     assert asker.model_dir == other
     check_answers(asker.ask("Who built the harbour light?", top_k=2), 2, {"harbour.txt": HARBOUR, "orchard.md": ORCHARD})

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from distillqa.app.serve import create_app
-from tests.test_ask import HARBOUR, tiny_document, tiny_run
+from tests.helpers import HARBOUR, tiny_document, tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = "/usr/bin/chromedriver"

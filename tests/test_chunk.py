@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from distillqa.chunk import chunk_document, load_token_counter
-from distillqa.text import sentence_spans
 from distillqa.config import ChunkConfig, Config, TeacherConfig
 from distillqa.errors import DistillqaError
 from distillqa.io import write_jsonl
 from distillqa.layout import CHUNKS, DOCUMENTS
 from distillqa.models import bundled_encoder
 from distillqa.pipeline import STAGE_BY_NAME, Run
+from distillqa.text import sentence_spans
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None

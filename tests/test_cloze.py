@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PHRASE, PLACE, TERM
 from distillqa.questions.cloze import cloze_question, wh_phrase
+from distillqa.questions.span_clozes import sentence_clozes, sentence_spans_to_ask
 
 
 def ask(sentence: str, answer: str, kind: str) -> str | None:
@@ -50,9 +53,38 @@ def test_patterns(sentence: str, answer: str, kind: str, question: str) -> None:
 
 def test_questions_never_contain_the_answer() -> None:
     sentence = "The rock cycle links the rock types, and the rock cycle never stops."
-    assert ask(sentence, "rock types", PHRASE) is not None
+    question = ask(sentence, "rock types", PHRASE)
+    assert question is not None and not re.search(r"(?<!\w)rock types(?!\w)", question, re.IGNORECASE)
     start = sentence.rindex("rock cycle")
     assert cloze_question(sentence, start, start + len("rock cycle"), PHRASE) is None  # it would leak
+
+
+SWEEP = [
+    "In 1867, Alfred Nobel patented dynamite in Sweden after years of experiments.",
+    "The Danube flows through ten countries before it reaches the Black Sea.",
+    "Marie Curie discovered polonium in 1898 together with her husband Pierre.",
+    "About 40% of the basin lies in Romania, where the river forms a wide delta.",
+    "The rock cycle links igneous rocks, sedimentary rocks and metamorphic rocks.",
+    "Geologists date the oldest minerals on Earth to about 4.4 billion years ago.",
+    "The Eiffel Tower was finished in 1889 for the World's Fair in Paris.",
+    "Pharmacists check prescriptions and advise patients on the safe use of medicines.",
+]
+
+
+@pytest.mark.parametrize("sentence", SWEEP)
+def test_no_span_cloze_question_contains_its_answer(sentence: str) -> None:
+    """Every question made for every askable span of a sentence leaves its answer out."""
+    made = 0
+    for start, end, kind in sentence_spans_to_ask(sentence):
+        question = cloze_question(sentence, start, end, kind)
+        answer = sentence[start:end]
+        if question is not None:
+            made += 1
+            assert not re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", question, re.IGNORECASE), (answer, question)
+    for start, end, question in sentence_clozes(sentence):
+        answer = sentence[start:end]
+        assert not re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", question, re.IGNORECASE), (answer, question)
+    assert made > 0  # the sweep really asks something of each sentence
 
 
 def test_no_question_when_no_rule_fits() -> None:

@@ -33,7 +33,7 @@ def test_run_then_ask(tmp_path: Path):
     res = _cli("run", str(doc), "--out", str(run), "--quiet", "--set", "train.epochs=2", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     for name in ("documents.jsonl", "chunks.jsonl", "generations.jsonl", "qa.jsonl", "train.json",
-                 "report.md", "report.json", "eval.json", "student/config.json", "index"):
+                 "report.md", "report.json", "eval.json", "eval_predictions.json", "student/config.json", "index"):
         assert (run / name).exists(), name
     manifest = json.loads((run / "manifest.json").read_text())
     assert all(s["status"] == "done" for s in manifest["stages"].values())
@@ -51,6 +51,34 @@ def test_run_then_ask(tmp_path: Path):
     assert best["passage"][best["start"]:best["end"]] == best["answer"]
     assert best["page"] == 1
 
-    res = _cli("evaluate", str(run), str(run / "train.json"), "--json", cwd=tmp_path)
+    # the evaluate stage: distillation beat the untrained student on the held-out questions, and
+    # eval_predictions.json holds the answers behind those totals
+    scores = json.loads((run / "eval.json").read_text())
+    assert scores["validation_questions"] > 0
+    assert scores["distilled"]["f1"] > scores["baseline"]["f1"], scores
+    validation_ids = {qa["id"] for a in json.loads((run / "validation.json").read_text())["data"]
+                      for p in a["paragraphs"] for qa in p["qas"]}
+    assert set(json.loads((run / "eval_predictions.json").read_text())) == validation_ids
+    res = _cli("evaluate", str(run), "--quiet", cwd=tmp_path)  # the stage by name: up to date
     assert res.returncode == 0, res.stderr
-    assert 0 <= json.loads(res.stdout)["f1"] <= 100
+    evaluated = json.loads((run / "manifest.json").read_text())["stages"]["evaluate"]
+    assert evaluated["started"] == manifest["stages"]["evaluate"]["started"]
+
+    # reader mode on the run's own validation file reads as the stage did: the same score
+    res = _cli("evaluate", str(run), str(run / "validation.json"), "--json", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    reader = json.loads(res.stdout)
+    assert reader["mode"] == "reader" and reader["f1"] == pytest.approx(scores["distilled"]["f1"])
+
+    # open mode: every question answered from the run's documents, written as {id: answer}
+    predictions = tmp_path / "predictions.json"
+    res = _cli("evaluate", str(run), str(run / "train.json"), "--open", "--predictions", str(predictions),
+               "--json", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["mode"] == "open"
+    train_ids = {qa["id"] for a in json.loads((run / "train.json").read_text())["data"]
+                 for p in a["paragraphs"] for qa in p["qas"]}
+    written = json.loads(predictions.read_text())
+    assert set(written) == train_ids
+    text = json.loads((run / "documents.jsonl").read_text().splitlines()[0])["text"]
+    assert all(answer in text for answer in written.values()) and any(written.values())

@@ -14,17 +14,16 @@ from typer.testing import CliRunner
 from distillqa.app.ask import Asker, score_open
 from distillqa.cli import app
 from distillqa.config import Config, RetrievalConfig, TrainConfig
+from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.errors import DistillqaError
 from distillqa.io import write_jsonl
 from distillqa.models import bundled_encoder
 from distillqa.pipeline import Run
 from distillqa.retrieval.index import PassageIndex
-from distillqa.dataset.squad import load_squad
 from distillqa.student.evaluate import evaluate_file, run_stage
 from distillqa.student.metrics import exact_match, f1_score, score_examples, squad_scores
-from distillqa.text import normalize_answer
-from distillqa.dataset.squad import squad_examples
 from distillqa.student.reader import Reader
+from distillqa.text import normalize_answer
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,6 @@ from distillqa.config import Config
 from distillqa.io import read_jsonl, write_jsonl
 from distillqa.layout import CHUNKS, DOCUMENTS, GENERATE_SUMMARY, GENERATIONS
 from distillqa.pipeline import Run
-from distillqa.teacher.base import GenerationRequest, GenerationResult
 
 REPO = Path(__file__).resolve().parents[1]
 PARAGRAPHS = [
@@ -33,34 +32,13 @@ PARAGRAPHS = [
 ]
 
 
-class SlowEchoTeacher:
-    """Deterministic and slow enough to be killed mid-run: the reply depends only on the request."""
-
-    name = "test:slow-echo"
-    supports_json_schema = False
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        out = []
-        for r in requests:
-            time.sleep(0.05)
-            prompt = r.messages[-1]["content"]
-            sentence = prompt.split("\n", 1)[0].removeprefix("Sentence: ")
-            words = [w for w in sentence.rstrip(".").split() if not w[0].isdigit()]
-            # odd seeds give a question, even seeds garbage: retries and cloze get exercised too
-            out.append(GenerationResult(f"What {' '.join(words[1:7])}?" if r.seed % 2 else "???"))
-        return out
-
-    def close(self) -> None:
-        pass
-
-
 CHILD = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 import distillqa.teacher.generate as gen
 from distillqa.pipeline import STAGE_BY_NAME, Run
-from tests.test_generate_resume import SlowEchoTeacher
+from tests.helpers import SlowEchoTeacher
 gen.load_teacher = lambda cfg: SlowEchoTeacher()
 run = Run(Path(sys.argv[1]), quiet=True)
 run.run_stage(STAGE_BY_NAME["generate"], run.config())

@@ -7,12 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+from transformers import AutoTokenizer
 
 from distillqa.errors import DistillqaError
 from distillqa.models import bundled_encoder
 from distillqa.student.features import prepare_eval_features
 from distillqa.student.reader import Reader, resolve_model_dir
+from tests.helpers import tiny_bert
 
 FILLER = "Rocks form slowly over many years in layers of sand and mud. "
 QUESTIONS = ["What forms slowly?", "Where are the layers?", "What is it made of?"]
@@ -23,21 +24,9 @@ CONTEXTS = [
 ]
 
 
-def save_tiny_bert(path: Path) -> Path:
-    """A 2-layer, 32-wide random BERT with the bundled MiniLM tokenizer: fast, and real enough."""
-    tokenizer = AutoTokenizer.from_pretrained(bundled_encoder())
-    config = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=len(tokenizer)
-    )
-    torch.manual_seed(0)
-    BertForQuestionAnswering(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +147,7 @@ def test_resolve_model_dir(tmp_path, tiny_dir):
 
 def test_load_accepts_a_run_folder_and_reports_bad_folders(tmp_path, tiny_dir):
     run = tmp_path / "run"
-    save_tiny_bert(run / "student")
+    tiny_bert(run / "student")
     loaded = Reader.load(run, device="cpu")
     assert loaded.answer(QUESTIONS[:1], CONTEXTS[:1])[0]
     broken = tmp_path / "broken"

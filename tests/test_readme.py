@@ -32,14 +32,20 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 MARKER = "Each stage can also run alone"
 
 PARAGRAPHS = [
-    "The harbour light of Port Elwin was built in 1854 by the engineer Margaret Hale. It stands on a "
-    "granite ledge at the mouth of the Elwin River, and its white tower is 31 metres tall.",
-    "The first lamp burned whale oil and could be seen from 14 miles away. In 1902 the oil lamp was "
-    "replaced by a paraffin burner designed by Thomas Quill.",
-    "The last keeper, Edward Vance, left the tower in 1986, when the light was automated. Today the "
-    "building houses a small museum run by the Port Elwin Historical Society.",
-    "Ships entering the harbour must pass between two reefs known as the Sisters. Before the light was "
-    "built, at least 23 ships were wrecked on the Sisters, including the schooner Albatross in 1849.",
+    " ".join(paragraph.split())
+    for paragraph in """
+The harbour light of Port Elwin was built in 1854 by the engineer Margaret Hale. It stands on a
+granite ledge at the mouth of the Elwin River, and its white tower is 31 metres tall.
+
+The first lamp burned whale oil and could be seen from 14 miles away. In 1902 the oil lamp was
+replaced by a paraffin burner designed by Thomas Quill.
+
+The last keeper, Edward Vance, left the tower in 1986, when the light was automated. Today the
+building houses a small museum run by the Port Elwin Historical Society.
+
+Ships entering the harbour must pass between two reefs known as the Sisters. Before the light was
+built, at least 23 ships were wrecked on the Sisters, including the schooner Albatross in 1849.
+""".strip().split("\n\n")
 ]
 
 
@@ -47,7 +53,7 @@ def recipe() -> list[list[str]]:
     """The argument lists of the README's stage-by-stage recipe (comments dropped)."""
     text = README.read_text(encoding="utf-8")
     assert MARKER in text, f"README.md lost the sentence {MARKER!r} that introduces the recipe"
-    block = re.search(r"```bash\n(.*?)```", text.split(MARKER, 1)[1], re.S)
+    block = re.search(r"```bash\n(.*?)```", text.split(MARKER, 1)[1], re.DOTALL)
     assert block, "no bash block after the recipe's introduction"
     commands = [shlex.split(line, comments=True) for line in block.group(1).splitlines()]
     commands = [c for c in commands if c]

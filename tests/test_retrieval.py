@@ -26,9 +26,9 @@ from distillqa.retrieval.index import (
 from distillqa.text import sentence_spans
 
 
-def words(texts: list[str]) -> list[int]:
+def words(text: str) -> int:
     """A token counter for unit tests that need no model: one token per word."""
-    return [len(t.split()) for t in texts]
+    return len(text.split())
 
 
 def doc(doc_id: str, text: str, pages: list[tuple[int, int, int]] | None = None, source: str | None = None) -> dict:
@@ -197,18 +197,19 @@ def test_search_hits_are_fused_best_first_with_citations(index: PassageIndex):
     assert len(index.search("the of and", k=2)) == 2  # stopwords only: dense still answers
 
 
-def test_query_time_settings_are_search_arguments(index: PassageIndex):
+def test_query_time_settings_are_search_arguments(index: PassageIndex, monkeypatch):
     query = "Who built the harbour light in 1854?"
     for rrf_k in (1, 60):
         for hit in index.search(query, k=4, rrf_k=rrf_k):
             ranks = [r for r in (hit.bm25_rank, hit.dense_rank) if r is not None]
             assert hit.score == pytest.approx(sum(1 / (rrf_k + r) for r in ranks))
-    # each ranking goes max(k, candidates) deep: by default a top-2 hit can rank lower in one of them
-    def ranks(hits):
-        return [r for h in hits for r in (h.bm25_rank, h.dense_rank) if r is not None]
-
-    assert max(ranks(index.search(query, k=2))) > 2
-    assert max(ranks(index.search(query, k=2, candidates=1))) <= 2
+    depths = []
+    real = index.bm25_ranking
+    monkeypatch.setattr(index, "bm25_ranking", lambda q, depth: depths.append(depth) or real(q, depth))
+    index.search(query, k=3, candidates=7)
+    index.search(query, k=9, candidates=7)
+    index.search(query, k=3)
+    assert depths == [7, 9, RetrievalConfig().candidates]  # each ranking goes max(k, candidates) deep
 
 
 def test_pages_come_from_the_document_offsets(index: PassageIndex):

@@ -9,19 +9,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from distillqa.app.serve import ASSETS, MAX_BODY_BYTES, BodySizeLimit, create_app
-from tests.test_ask import HARBOUR, ORCHARD, check_answers, tiny_run
+from tests.helpers import HARBOUR, ORCHARD, check_answers
 
 DOCUMENTS = {"harbour.txt": HARBOUR, "orchard.md": ORCHARD}
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory.mktemp("serve") / "run")
-
-
-@pytest.fixture(scope="module")
-def client(run_dir: Path):
-    with TestClient(create_app(run_dir)) as c:  # `with` runs the lifespan: loads the Asker
+def client(small_run: Path):
+    with TestClient(create_app(small_run)) as c:  # `with` runs the lifespan: loads the Asker
         yield c
 
 
@@ -203,7 +198,7 @@ def test_serve_binds_loopback_by_default(monkeypatch, tmp_path: Path):
     from distillqa.cli import app
 
     calls = []
-    monkeypatch.setattr(distillqa.app.serve, "load_asker", lambda run_dir: ("asker for", run_dir))
+    monkeypatch.setattr(distillqa.app.serve, "load_asker", lambda small_run: ("asker for", small_run))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     result = CliRunner().invoke(app, ["serve", str(tmp_path)])
     assert result.exit_code == 0, result.output

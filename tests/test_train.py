@@ -9,17 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer, BertModel
 
 from distillqa.config import Config, TrainConfig
+from distillqa.dataset.squad import squad_examples
 from distillqa.errors import DistillqaError
-from distillqa.models import bundled_encoder
 from distillqa.pipeline import Run
 from distillqa.student.evaluate import score_reader
-from distillqa.dataset.squad import squad_examples
-from distillqa.student.reader import Reader
-from distillqa.student.reader import load_base_student
+from distillqa.student.reader import Reader, load_base_student
 from distillqa.student.train import run_stage, train_reader
+from tests.helpers import tiny_bert
 
 SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "vo", "shi", "bar", "del", "nu", "zor", "qua", "fin", "gal", "hos", "tu"]
 FACTS = [
@@ -61,13 +60,7 @@ def write(path: Path, data: dict) -> Path:
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random BERT encoder (no QA head, like MiniLM) standing in for the student."""
-    path = tmp_path_factory.mktemp("tiny-base")
-    tokenizer = AutoTokenizer.from_pretrained(bundled_encoder())
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=len(tokenizer))
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return tiny_bert(tmp_path_factory.mktemp("tiny-base"), qa_head=False)
 
 
 def tiny_cfg(tiny_base: Path, **changes) -> TrainConfig:

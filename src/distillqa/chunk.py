@@ -134,14 +134,17 @@ class _Unit:
     heading: bool = False  # a short paragraph of its own without a full stop: keep it with what follows
 
 
-def chunk_document(doc: dict, count_tokens: TokenCounter, max_tokens: int, overlap_tokens: int) -> list[dict]:
-    """Cut one document into chunks.jsonl records (see docs/design.md and the module doc)."""
+def pack(text: str, count_tokens: TokenCounter, max_tokens: int, overlap_tokens: int) -> list[tuple[int, int, int]]:
+    """(start, end, tokens) of consecutive windows of at most `max_tokens` that cover `text`:
+    whole sentences (a longer one cut at words), a cut at a paragraph end where one falls in the
+    window's second half, never a heading left at the end, and about `overlap_tokens` of whole
+    sentences repeated from the window before. Chunks (for the teacher) and index passages (for
+    the reader) are both packed by this."""
     if overlap_tokens >= max_tokens:
-        raise DistillqaError(f"chunk.overlap_tokens ({overlap_tokens}) must be smaller than chunk.max_tokens ({max_tokens})")
-    text = doc["text"]
+        raise DistillqaError(f"overlap_tokens ({overlap_tokens}) must be smaller than max_tokens ({max_tokens})")
     units = _units(text, count_tokens, max_tokens)
-    chunks: list[dict] = []
-    carried: list[int] = []  # indices of units repeated from the previous chunk
+    windows: list[tuple[int, int, int]] = []
+    carried: list[int] = []  # indices of units repeated from the previous window
     first_new = 0
     while first_new < len(units):
         members = _fill(units, carried, first_new, max_tokens)
@@ -150,23 +153,29 @@ def chunk_document(doc: dict, count_tokens: TokenCounter, max_tokens: int, overl
             # give up new sentences before the overlap, but never the last new one
             members = members[:-1] if members[-2] >= first_new else members[1:]
             n_tokens = count_tokens(text[units[members[0]].start : units[members[-1]].end])
-        start, end = units[members[0]].start, units[members[-1]].end
-        chunks.append(
-            {
-                "chunk_id": f"{doc['doc_id']}-{len(chunks):04d}",
-                "doc_id": doc["doc_id"],
-                "index": len(chunks),
-                "start": start,
-                "end": end,
-                "text": text[start:end],
-                "page_start": page_at(doc["pages"], start),
-                "page_end": page_at(doc["pages"], end - 1),
-                "n_tokens": n_tokens,
-            }
-        )
+        windows.append((units[members[0]].start, units[members[-1]].end, n_tokens))
         first_new = members[-1] + 1
         carried = _overlap(units, members, overlap_tokens)
-    return chunks
+    return windows
+
+
+def chunk_document(doc: dict, count_tokens: TokenCounter, max_tokens: int, overlap_tokens: int) -> list[dict]:
+    """Cut one document into chunks.jsonl records (see docs/design.md and the module doc)."""
+    text = doc["text"]
+    return [
+        {
+            "chunk_id": f"{doc['doc_id']}-{i:04d}",
+            "doc_id": doc["doc_id"],
+            "index": i,
+            "start": start,
+            "end": end,
+            "text": text[start:end],
+            "page_start": page_at(doc["pages"], start),
+            "page_end": page_at(doc["pages"], end - 1),
+            "n_tokens": n_tokens,
+        }
+        for i, (start, end, n_tokens) in enumerate(pack(text, count_tokens, max_tokens, overlap_tokens))
+    ]
 
 
 def _fill(units: list[_Unit], carried: list[int], first_new: int, max_tokens: int) -> list[int]:

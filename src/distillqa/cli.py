@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from distillqa.errors import DistillqaError
+from distillqa.records import MAX_TOP_K
 
 app = typer.Typer(
     help="Turn documents into a small, fast, private question-answering model.",
@@ -236,7 +237,7 @@ def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     context: Annotated[Optional[str], typer.Option(help="The passage to read (skips retrieval).")] = None,
     context_file: Annotated[Optional[Path], typer.Option(help="Read the passage from a file.")] = None,
-    top_k: Annotated[int, typer.Option(min=1, max=50, help="Answers to show.")] = 3,
+    top_k: Annotated[int, typer.Option(min=1, max=MAX_TOP_K, help="Answers to show.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Answer a question from a given passage, or from the run's documents via retrieval."""

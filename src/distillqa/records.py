@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
+MAX_TOP_K = 20  # most answers one question may ask for, in `ask --top-k` and `POST /ask`
+
 
 class AnswerRecord(BaseModel):
     """One answer, the same in `ask --json`, `POST /ask` and the web page: `passage[start:end] == answer`."""

@@ -31,14 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distillqa import __version__
-from distillqa.records import AnswerRecord
+from distillqa.records import MAX_TOP_K, AnswerRecord
 
 if TYPE_CHECKING:
     from distillqa.app.ask import Asker
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_QUESTION_CHARS = 1000
-MAX_TOP_K = 20
 
 # The UI's files: URL -> (file in distillqa/app/static, media type).
 ASSETS = {

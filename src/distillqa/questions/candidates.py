@@ -71,7 +71,8 @@ _PLACE_WORDS = frozenset(
     "river sea ocean mountains mountain island islands valley lake desert city county province state "
     "bay gulf coast peninsula strait canyon basin plateau range fault park forest republic kingdom".split()
 )
-_PLACE_PREPOSITIONS = ("in", "at", "near", "from", "to", "across", "throughout", "off")
+# A capitalised name after one of these is taken for a place ("near Lyon").
+_PLACE_CUE_WORDS = ("in", "at", "near", "from", "to", "across", "throughout", "off")
 _PERSON_TITLES = frozenset("mr mrs ms dr sir lord lady king queen prince princess saint st president professor".split())
 _PERSON_CONTEXT = re.compile(
     r"^\s*(?:,\s*(?:who|a|an|the)\b|\s(?:said|wrote|argued|proposed|published|suggested|described|believed|"
@@ -231,7 +232,7 @@ def _name_kind(sentence: str, s: int, e: int) -> str:
     prev = before[-1].lower().rstrip(".") if before else ""
     if prev in _PERSON_TITLES or _PERSON_CONTEXT.match(sentence[e:]):
         return PERSON
-    if words[-1].lower() in _PLACE_WORDS or (prev in _PLACE_PREPOSITIONS and len(words) <= 3):
+    if words[-1].lower() in _PLACE_WORDS or (prev in _PLACE_CUE_WORDS and len(words) <= 3):
         return PLACE
     if sentence[e:e + 2] in ("'s", "’s") and len(words) == 2:
         return PERSON  # "Alfred Wegener's theory"

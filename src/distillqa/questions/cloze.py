@@ -29,8 +29,9 @@ _FRONTED = re.compile(
     r"^((?:In|On|At|During|By|From|After|Before|Since|Until|Around|Throughout|Within|For|Over|Under)\b[^,]{1,60}),\s+"
 )
 _DETERMINER = re.compile(r"\b(?:the|a|an)\s*$", re.IGNORECASE)
-_TIME_PREPOSITIONS = ("in", "on", "during", "around", "circa", "about")
-_PLACE_PREPOSITIONS = ("in", "at", "near", "on")
+# What a "when"/"where" question replaces together with the answer ("in 1867" -> "when").
+_WHEN_PREPOSITIONS = ("in", "on", "during", "around", "circa", "about")
+_WHERE_PREPOSITIONS = ("in", "at", "near", "on")
 _COUNT_WORDS = frozenset("hundred thousand million billion trillion thousands hundreds millions billions dozens".split())
 _PAST_FORMS = {  # irregular pasts, and regular ones whose base ends in an "e" the rules cannot restore
     "made": "make", "found": "find", "wrote": "write", "took": "take", "became": "become", "began": "begin",
@@ -44,7 +45,7 @@ _PAST_FORMS = {  # irregular pasts, and regular ones whose base ends in an "e" t
     "created": "create", "moved": "move", "caused": "cause", "introduced": "introduce", "placed": "place",
 }
 # Stands for the wh-phrase while the question is assembled, so trimming never cuts it off.
-_WH = "\x00"
+_WH_SLOT = "\x00"
 
 
 def wh_phrase(kind: str, answer: str, after: str) -> str:
@@ -83,7 +84,7 @@ def cloze_question(sentence: str, start: int, end: int, kind: str, limits: Quest
     answer = sentence[start:end]
     listed = re.fullmatch(r"there\s+(are|were)\s+(.+?)\s*:\s*", sentence[:start], re.IGNORECASE)
     if listed and not sentence[end:].strip(" ."):  # "There are three types of rock: A, B and C."
-        return _finish(f"{_WH} {listed.group(1)} the {listed.group(2)}", "what", answer, max_words)
+        return _finish(f"{_WH_SLOT} {listed.group(1)} the {listed.group(2)}", "what", answer, max_words)
     clause, start, end = _answer_clause(sentence, start, end)
     if _RELATIVE.match(clause):
         return None  # the answer sits in a relative clause ("which is called X"): no subject to ask about
@@ -138,7 +139,7 @@ def _counted_noun(after: str) -> int:
 
 
 def _build(before: str, wh: str, after: str) -> tuple[str, str]:
-    """The question with _WH for the wh-phrase, and the wh-phrase: fronted when the answer is the
+    """The question with _WH_SLOT for the wh-phrase, and the wh-phrase: fronted when the answer is the
     subject or an auxiliary can be inverted, else in place."""
     fronted = ""
     m = _FRONTED.match(before)
@@ -147,25 +148,25 @@ def _build(before: str, wh: str, after: str) -> tuple[str, str]:
     elif after.startswith(", ") and re.fullmatch(r"\s*(?:in|on|during)\s*", before, re.IGNORECASE) and wh != "what":
         inverted = _invert(after[2:], "")  # "In 1867, Nobel patented dynamite" -> "When did Nobel patent dynamite"
         if inverted:
-            return f"{_WH} {inverted}", "when"
+            return f"{_WH_SLOT} {inverted}", "when"
     tail = f" {_lower_first(fronted)}" if fronted else ""
     det = _DETERMINER.search(before)
     if det:  # "is the rock cycle" -> the determiner goes with the answer
         before = before[: det.start()]
     if not before.strip():  # the answer is the subject
-        return f"{_WH} {after.strip()}{tail}", wh
+        return f"{_WH_SLOT} {after.strip()}{tail}", wh
     there = re.fullmatch(r"\s*there\s+(is|are|was|were)\s*", before, re.IGNORECASE)
     if there:  # "There are three types of rock" -> "How many types of rock are there"
-        return f"{_WH} {there.group(1)} there {after.strip()}{tail}", wh
+        return f"{_WH_SLOT} {there.group(1)} there {after.strip()}{tail}", wh
     if wh in ("when", "what year", "what decade", "what century", "where"):
         prep = re.search(r"\b(\w+)\s*$", before)
-        if prep and prep.group(1).lower() in (_PLACE_PREPOSITIONS if wh == "where" else _TIME_PREPOSITIONS):
+        if prep and prep.group(1).lower() in (_WHERE_PREPOSITIONS if wh == "where" else _WHEN_PREPOSITIONS):
             core = before[: prep.start()]
             inverted = _invert(core, after)
             if inverted:  # "Nobel patented dynamite in 1867" -> "When did Nobel patent dynamite"
-                return f"{_WH} {inverted}{tail}", "where" if wh == "where" else "when"
+                return f"{_WH_SLOT} {inverted}{tail}", "where" if wh == "where" else "when"
             keep = "" if wh == "where" else prep.group(1).lower()  # "in what year" / "where"
-            return f"{core.strip()} {keep} {_WH}{after}{tail}", wh
+            return f"{core.strip()} {keep} {_WH_SLOT}{after}{tail}", wh
     # no fronting out of a coordination ("X and Y") or a larger noun phrase ("the X of Y", "the X layer")
     coordinated = re.match(r"\s+(?:of|and|or)\b", after) or re.search(r"\b(?:of|and|or)\s*$", before)
     next_word = re.match(r"\s+([a-z]+)", after)
@@ -173,8 +174,8 @@ def _build(before: str, wh: str, after: str) -> tuple[str, str]:
     if not coordinated and not inside_np and not wh.startswith("how many"):
         inverted = _invert(before, after)
         if inverted:
-            return f"{_WH} {inverted}{tail}", wh
-    return f"{fronted + ', ' if fronted else ''}{before.strip()} {_WH}{after}", wh
+            return f"{_WH_SLOT} {inverted}{tail}", wh
+    return f"{fronted + ', ' if fronted else ''}{before.strip()} {_WH_SLOT}{after}", wh
 
 
 def _invert(before: str, after: str) -> str | None:
@@ -245,9 +246,9 @@ def _finish(question: str, wh: str, answer: str, max_words: int) -> str | None:
     capitalise, add '?'. None if still too long or too short, or if the answer leaks into it."""
     question = re.sub(r"\s+", " ", question).strip(" ,;:.")
     segments = question.split(", ")
-    while len(" ".join(segments).split()) > max_words and _WH not in segments[-1]:
+    while len(" ".join(segments).split()) > max_words and _WH_SLOT not in segments[-1]:
         segments.pop()
-    question = ", ".join(segments).replace(_WH, wh)
+    question = ", ".join(segments).replace(_WH_SLOT, wh)
     question = re.sub(r"\s+([,;:])", r"\1", question)
     if not 3 <= len(question.split()) <= max_words:
         return None

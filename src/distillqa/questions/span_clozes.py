@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from distillqa.text import ENDS_SENTENCE, STOPWORDS, sentence_spans
 from distillqa.config import QuestionsConfig
 from distillqa.questions.candidates import PHRASE, heuristic_spans
 from distillqa.questions.cloze import cloze_question, wh_phrase
+from distillqa.text import ENDS_SENTENCE, STOPWORDS, sentence_spans
 
 ROUTE = "span-cloze"
 _CONTENT_WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")

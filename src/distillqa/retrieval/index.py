@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from distillqa.chunk import pack
 from distillqa.config import RetrievalConfig, is_hashed
 from distillqa.console import track
 from distillqa.errors import DistillqaError
@@ -42,7 +42,7 @@ from distillqa.io import atomic_dir, read_json, read_jsonl, write_json, write_js
 from distillqa.layout import DOCUMENTS, INDEX, RunFolder
 from distillqa.records import page_at
 from distillqa.retrieval import query_encoder
-from distillqa.text import sentence_spans, words
+from distillqa.text import words
 
 if TYPE_CHECKING:
     from bm25s import BM25
@@ -64,7 +64,6 @@ BUNDLED_EMBEDDER_NAME = "all-MiniLM-L6-v2 (bundled)"
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by whitespace and a capital,
 # digit or opening quote. Abbreviations ("e.g. The") may split a sentence in two, which is
 # harmless: sentences are only the units that passages are packed from.
-_WORD = re.compile(r"\S+")
 
 
 @dataclass(frozen=True)
@@ -94,53 +93,13 @@ class Hit:
 # -- passages -------------------------------------------------------------------------------
 
 
-def _units(text: str, count_tokens: Callable[[list[str]], list[int]], max_tokens: int) -> list[tuple[int, int, int]]:
-    """(start, end, tokens) of the pieces passages are packed from: sentences, or the words of a
-    sentence too long for one passage (PDF tables and lists often have no full stops)."""
-    sentences = sentence_spans(text)
-    counts = count_tokens([text[s:e] for s, e in sentences])
-    units = []
-    for (s, e), n in zip(sentences, counts):
-        if n <= max_tokens:
-            units.append((s, e, n))
-            continue
-        words = [(m.start(), m.end()) for m in _WORD.finditer(text, s, e)]
-        units.extend((ws, we, wn) for (ws, we), wn in zip(words, count_tokens([text[a:b] for a, b in words])))
-    return units
-
-
-def _pack(units: Sequence[tuple[int, int, int]], max_tokens: int, overlap_tokens: int) -> list[tuple[int, int]]:
-    """Group consecutive units into windows of at most `max_tokens` (a single larger unit stands
-    alone); each window after the first repeats up to `overlap_tokens` of the previous one's tail,
-    so an answer cut by a boundary is whole in one of the two passages. Returns [i, j) ranges."""
-    windows: list[tuple[int, int]] = []
-    i, n = 0, len(units)
-    while i < n:
-        j, total = i, 0
-        while j < n and (j == i or total + units[j][2] <= max_tokens):
-            total += units[j][2]
-            j += 1
-        windows.append((i, j))
-        if j == n:
-            break
-        k, back = j, 0
-        while k - 1 > i and back + units[k - 1][2] <= overlap_tokens:
-            k -= 1
-            back += units[k][2]
-        i = k
-    return windows
-
-
-def make_passages(
-    doc: dict, count_tokens: Callable[[list[str]], list[int]], max_tokens: int, overlap_tokens: int
-) -> list[Passage]:
-    """Cut one `documents.jsonl` record into passages that are exact slices of its text."""
+def make_passages(doc: dict, count_tokens: Callable[[str], int], max_tokens: int, overlap_tokens: int) -> list[Passage]:
+    """Cut one `documents.jsonl` record into passages that are exact slices of its text, packed as
+    chunks are (`chunk.pack`) but reader-sized."""
     text = doc["text"]
-    units = _units(text, count_tokens, max_tokens)
     document = Path(doc.get("source") or doc["doc_id"]).name
     passages = []
-    for n, (i, j) in enumerate(_pack(units, max_tokens, overlap_tokens)):
-        start, end = units[i][0], units[j - 1][1]
+    for n, (start, end, _) in enumerate(pack(text, count_tokens, max_tokens, overlap_tokens)):
         passages.append(
             Passage(
                 passage_id=f"{doc['doc_id']}-p{n:04d}",
@@ -229,15 +188,9 @@ def embedder_display_name(name: str | None) -> str:
     return BUNDLED_EMBEDDER_NAME if name is None else name
 
 
-def _token_counter(model: SentenceTransformer) -> Callable[[list[str]], list[int]]:
+def _token_counter(model: SentenceTransformer) -> Callable[[str], int]:
     tokenizer = model.tokenizer
-
-    def count(texts: list[str]) -> list[int]:
-        if not texts:
-            return []
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
-
-    return count
+    return lambda text: len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 class _SentenceTransformerEncoder:

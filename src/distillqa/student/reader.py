@@ -22,8 +22,6 @@ from distillqa.errors import DistillqaError
 from distillqa.models import pick_device, resolve_encoder
 from distillqa.student.features import Answer, check_tokenizer, postprocess_predictions, prepare_eval_features
 
-__all__ = ["Answer", "Reader", "resolve_model_dir"]
-
 
 def resolve_model_dir(path: Path | str) -> Path:
     """A run folder -> its trained `student/`; a model folder (has config.json) -> itself."""

@@ -23,7 +23,7 @@ class ParseError(ValueError):
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.DOTALL)
-_WH = re.compile(r"\b(?:what|which|who|whom|whose|when|where|why|how)\b")
+_WH_WORD = re.compile(r"\b(?:what|which|who|whom|whose|when|where|why|how)\b")
 _YES_NO_START = re.compile(r"^(?:is|are|was|were|do|does|did|can|could|will|would|has|have|had|should|may|might)\b")
 _PLACEHOLDER = re.compile(
     r"\.\.\.|…|<[^>]*>|\[[^\]]*\]|\{|\}|\b(?:your question|question here|answer here|insert|placeholder|xxx|todo|lorem)\b",
@@ -136,9 +136,9 @@ def question_problem(
         return "copied a prompt example"
     if re.search(rf"(?<!\w){re.escape(answer.lower())}(?!\w)", q):
         return "contains the answer"
-    if not _WH.search(q) and _YES_NO_START.match(q):
+    if not _WH_WORD.search(q) and _YES_NO_START.match(q):
         return "yes/no question"
-    if not _WH.search(q):
+    if not _WH_WORD.search(q):
         return "no question word"
     s_words = words(sentence)
     if _longest_common_run(q_words, s_words) >= max(8, len(q_words) - 1):

@@ -15,7 +15,7 @@ import json
 from distillqa.config import QuestionsConfig
 from distillqa.questions.candidates import DATE, MONEY, NUMBER, PERCENT, PERSON, PLACE
 
-MAX_QUESTION_CHARS = 200
+SCHEMA_QUESTION_CHARS = 200
 MAX_ANSWER_CHARS = 80
 
 # ---------------------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ def qa_schema(n: int) -> dict:
                 "items": {
                     "type": "object",
                     "properties": {
-                        "question": {"type": "string", "minLength": 10, "maxLength": MAX_QUESTION_CHARS},
+                        "question": {"type": "string", "minLength": 10, "maxLength": SCHEMA_QUESTION_CHARS},
                         "answer": {"type": "string", "minLength": 1, "maxLength": MAX_ANSWER_CHARS},
                     },
                     "required": ["question", "answer"],
@@ -137,7 +137,7 @@ def question_messages(sentence: str, answer: str, kind: str, as_json: bool) -> l
 
 QUESTION_SCHEMA: dict = {
     "type": "object",
-    "properties": {"question": {"type": "string", "minLength": 10, "maxLength": MAX_QUESTION_CHARS}},
+    "properties": {"question": {"type": "string", "minLength": 10, "maxLength": SCHEMA_QUESTION_CHARS}},
     "required": ["question"],
     "additionalProperties": False,
 }
