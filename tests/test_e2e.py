@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from distillqa.dataset.squad import load_squad, squad_examples
+from distillqa.student.metrics import score_examples
+
 TEXT = """The Harbour Light of Port Elwin
 
 The harbour light of Port Elwin was built in 1854 by the engineer Margaret Hale. It stands on a granite ledge at the mouth of the Elwin River, and its white tower is 31 metres tall.
@@ -51,34 +54,33 @@ def test_run_then_ask(tmp_path: Path):
     assert best["passage"][best["start"]:best["end"]] == best["answer"]
     assert best["page"] == 1
 
-    # the evaluate stage: distillation beat the untrained student on the held-out questions, and
-    # eval_predictions.json holds the answers behind those totals
+    # the evaluate stage ran as part of `run`, wrote an answer per validation question, and
+    # `evaluate RUN` names that same stage: up to date, so nothing reruns
     scores = json.loads((run / "eval.json").read_text())
-    assert scores["validation_questions"] > 0
-    assert scores["distilled"]["f1"] > scores["baseline"]["f1"], scores
-    validation_ids = {qa["id"] for a in json.loads((run / "validation.json").read_text())["data"]
-                      for p in a["paragraphs"] for qa in p["qas"]}
-    assert set(json.loads((run / "eval_predictions.json").read_text())) == validation_ids
-    res = _cli("evaluate", str(run), "--quiet", cwd=tmp_path)  # the stage by name: up to date
+    answers = json.loads((run / "eval_predictions.json").read_text())
+    assert set(answers) == set(ids(run / "validation.json")) and len(answers) == scores["validation_questions"]
+    res = _cli("evaluate", str(run), "--quiet", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     evaluated = json.loads((run / "manifest.json").read_text())["stages"]["evaluate"]
     assert evaluated["started"] == manifest["stages"]["evaluate"]["started"]
 
-    # reader mode on the run's own validation file reads as the stage did: the same score
-    res = _cli("evaluate", str(run), str(run / "validation.json"), "--json", "--quiet", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    reader = json.loads(res.stdout)
-    assert reader["mode"] == "reader" and reader["f1"] == pytest.approx(scores["distilled"]["f1"])
-
-    # open mode: every question answered from the run's documents, written as {id: answer}
-    predictions = tmp_path / "predictions.json"
-    res = _cli("evaluate", str(run), str(run / "train.json"), "--open", "--predictions", str(predictions),
-               "--json", "--quiet", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["mode"] == "open"
-    train_ids = {qa["id"] for a in json.loads((run / "train.json").read_text())["data"]
-                 for p in a["paragraphs"] for qa in p["qas"]}
-    written = json.loads(predictions.read_text())
-    assert set(written) == train_ids
+    # a SQuAD file scored in reader mode (gold paragraph) and in open mode (question alone): an
+    # answer for every question, written as {id: answer}, and totals that are those answers' scores
+    examples = squad_examples(load_squad(run / "train.json"))
     text = json.loads((run / "documents.jsonl").read_text().splitlines()[0])["text"]
-    assert all(answer in text for answer in written.values()) and any(written.values())
+    for mode in ("reader", "open"):
+        predictions = tmp_path / f"{mode}.json"
+        flags = ["--open"] if mode == "open" else []
+        res = _cli("evaluate", str(run), str(run / "train.json"), *flags, "--predictions", str(predictions),
+                   "--json", "--quiet", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        totals = json.loads(res.stdout)
+        written = json.loads(predictions.read_text())
+        assert totals["mode"] == mode and set(written) == {e["id"] for e in examples}
+        assert all(answer in text for answer in written.values()) and any(written.values())
+        expected = score_examples(examples, written)
+        assert (totals["exact_match"], totals["f1"], totals["n"]) == pytest.approx((expected["exact_match"], expected["f1"], expected["n"]))
+
+
+def ids(squad_file: Path) -> list[str]:
+    return [e["id"] for e in squad_examples(load_squad(squad_file))]

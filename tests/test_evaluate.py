@@ -13,17 +13,16 @@ from typer.testing import CliRunner
 
 from distillqa.app.ask import Asker, score_open
 from distillqa.cli import app
-from distillqa.config import Config, RetrievalConfig, TrainConfig
+from distillqa.config import Config, TrainConfig
 from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.errors import DistillqaError
-from distillqa.io import write_jsonl
 from distillqa.models import bundled_encoder
 from distillqa.pipeline import Run
-from distillqa.retrieval.index import PassageIndex
 from distillqa.student.evaluate import evaluate_file, run_stage
 from distillqa.student.metrics import exact_match, f1_score, score_examples, squad_scores
 from distillqa.student.reader import Reader
 from distillqa.text import normalize_answer
+from tests.helpers import HARBOUR, ORCHARD, tiny_bert
 
 
 @pytest.mark.parametrize(
@@ -156,12 +155,6 @@ def test_evaluate_stage_with_no_validation_questions(tmp_path):
 
 runner = CliRunner()
 
-HARBOUR = (
-    "The harbour light of Port Elwin was built in 1854 by the engineer Margaret Hale. It stands on a granite "
-    "ledge at the mouth of the Elwin River.\n\n"
-    "The last keeper, Edward Vance, left the tower in 1986, when the light was automated. Today the building "
-    "houses a small museum run by the Port Elwin Historical Society."
-)
 HARBOUR_QUESTIONS = [
     ("built", "Who built the harbour light of Port Elwin?", "Margaret Hale"),
     ("keeper", "Who was the last keeper of the tower?", "Edward Vance"),
@@ -187,31 +180,10 @@ def error_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
-@pytest.fixture(scope="module")
-def indexed_run(tmp_path_factory) -> Path:
-    """A run folder with documents.jsonl, index/ (no ONNX export: not what is tested here) and a tiny student/."""
-    root = tmp_path_factory.mktemp("evaluate") / "run"
-    root.mkdir()
-    cut = HARBOUR.index("\n\n")
-    document = {
-        "doc_id": "harbour",
-        "source": "/docs/harbour.txt",
-        "title": "Harbour",
-        "text": HARBOUR,
-        "pages": [{"number": 1, "start": 0, "end": cut}, {"number": 2, "start": cut + 2, "end": len(HARBOUR)}],
-    }
-    write_jsonl(root / "documents.jsonl", [document])
-    (root / "manifest.json").write_text(json.dumps({"stages": {}, "inputs": []}))
-    cfg = RetrievalConfig(passage_tokens=40, passage_overlap_tokens=8, onnx_query_encoder=False)
-    PassageIndex.build([document], cfg).save(root / "index")
-    save_tiny_bert(root / "student")
-    return root
-
-
 def test_evaluate_run_runs_the_stage(tmp_path):
-    base = save_tiny_bert(tmp_path / "base", seed=1)
+    base = tiny_bert(tmp_path / "base", seed=1)
     run = tmp_path / "run"
-    save_tiny_bert(run / "student", seed=2)
+    tiny_bert(run / "student", seed=2)
     (run / "manifest.json").write_text(json.dumps({"stages": {}, "inputs": []}))
     (run / "validation.json").write_text(json.dumps(squad([("a", ["Paris"]), ("b", ["France"])])))
     result = runner.invoke(app, ["evaluate", str(run), "--set", f"train.student={base}", "--quiet"])
@@ -222,7 +194,7 @@ def test_evaluate_run_runs_the_stage(tmp_path):
 
 
 def test_reader_mode_writes_run_qa_predictions(tmp_path):
-    model = save_tiny_bert(tmp_path / "model")
+    model = tiny_bert(tmp_path / "model")
     data = harbour_squad(tmp_path / "dev.json")
     predictions = tmp_path / "out" / "predictions.json"
     result = runner.invoke(app, ["evaluate", str(model), str(data), "--predictions", str(predictions), "--json", "--quiet"])
@@ -241,7 +213,7 @@ def test_reader_mode_writes_run_qa_predictions(tmp_path):
 
 def test_reader_mode_reads_with_the_runs_settings_and_leaves_the_run_alone(tmp_path):
     run = tmp_path / "run"
-    save_tiny_bert(run / "student")
+    tiny_bert(run / "student")
     saved = "train:\n  max_answer_length: 1\n"
     (run / "config.yaml").write_text(saved)
     data = harbour_squad(tmp_path / "dev.json")
@@ -253,25 +225,25 @@ def test_reader_mode_reads_with_the_runs_settings_and_leaves_the_run_alone(tmp_p
     assert (run / "config.yaml").read_text() == saved
 
 
-def test_open_mode_scores_the_top_answer_a_user_sees(indexed_run, tmp_path):
+def test_open_mode_scores_the_top_answer_a_user_sees(small_run, tmp_path):
     data = harbour_squad(tmp_path / "dev.json")
     predictions = tmp_path / "predictions.json"
-    args = ["evaluate", str(indexed_run), str(data), "--open", "--predictions", str(predictions), "--json", "--quiet"]
+    args = ["evaluate", str(small_run), str(data), "--open", "--predictions", str(predictions), "--json", "--quiet"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
     assert scores["mode"] == "open" and scores["n"] == len(HARBOUR_QUESTIONS)
     written = json.loads(predictions.read_text())
-    asker = Asker(indexed_run)
+    asker = Asker(small_run)
     assert written == {qid: asker.ask(q, top_k=1)[0]["answer"] for qid, q, _ in HARBOUR_QUESTIONS}
-    assert all(answer and answer in HARBOUR for answer in written.values())  # read from the run's documents
+    assert all(answer and (answer in HARBOUR or answer in ORCHARD) for answer in written.values())  # the run's documents
     examples = squad_examples(load_squad(data))
     assert {k: scores[k] for k in ("exact_match", "f1", "n")} == pytest.approx(score_examples(examples, written))
 
 
-def test_open_mode_gives_a_blank_question_no_answer(indexed_run):
+def test_open_mode_gives_a_blank_question_no_answer(small_run):
     examples = [{"id": "blank", "question": "  ", "context": "", "answers": [{"text": "Hale", "answer_start": 0}]}]
-    scores, predictions = score_open(Asker(indexed_run), examples)
+    scores, predictions = score_open(Asker(small_run), examples)
     assert predictions == {"blank": ""} and scores["f1"] == 0.0 and scores["n"] == 1
 
 
@@ -291,9 +263,9 @@ def test_file_options_without_a_file_are_errors(tmp_path, args, message):
 
 def test_open_mode_and_file_errors_are_one_line(tmp_path):
     data = harbour_squad(tmp_path / "dev.json")
-    model = save_tiny_bert(tmp_path / "model")
+    model = tiny_bert(tmp_path / "model")
     no_index = tmp_path / "run"
-    save_tiny_bert(no_index / "student")
+    tiny_bert(no_index / "student")
     (no_index / "manifest.json").write_text(json.dumps({"stages": {}, "inputs": []}))
     cases = [
         (["evaluate", str(model), str(data), "--open"], "--open needs a run folder with an index"),

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import docx
 import pytest
-import torch
 import yaml
 from fpdf import FPDF
-from transformers import AutoTokenizer, BertConfig, BertModel
 from typer.testing import CliRunner
 
 from distillqa.cli import app
+from distillqa.layout import MADE_BY
 from distillqa.models import bundled_encoder
 from distillqa.pipeline import STAGES
 from distillqa.teacher.base import GenerationRequest, GenerationResult
+from tests.helpers import tiny_bert
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKER = "Each stage can also run alone"
@@ -122,16 +122,6 @@ class FakeTeacher:
         pass
 
 
-def tiny_student(path: Path) -> Path:
-    """A 2-layer, 32-wide random BERT encoder with the bundled tokenizer: trains in seconds."""
-    tokenizer = AutoTokenizer.from_pretrained(bundled_encoder())
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=len(tokenizer))
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def test_readme_recipe_runs_command_by_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     commands = recipe()
     assert commands[0][0] == "ingest", "the recipe starts a run with `distillqa ingest`"
@@ -142,7 +132,7 @@ def test_readme_recipe_runs_command_by_command(tmp_path: Path, monkeypatch: pyte
         "chunk": {"tokenizer": str(bundled_encoder()), "max_tokens": 48, "overlap_tokens": 8},
         "generate": {"max_chunks": 3, "answers_per_chunk": 3, "retries": 0},
         "dataset": {"context_chars": 200},  # contexts no wider than a chunk: some chunks can go to validation
-        "train": {"student": str(tiny_student(tmp_path / "tiny-student")), "epochs": 1, "max_length": 128, "doc_stride": 32},
+        "train": {"student": str(tiny_bert(tmp_path / "tiny-student", qa_head=False)), "epochs": 1, "max_length": 128, "doc_stride": 32},
         "retrieval": {"onnx_query_encoder": False, "passage_tokens": 64, "passage_overlap_tokens": 8},
     }
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(small))
@@ -159,3 +149,13 @@ def test_readme_recipe_runs_command_by_command(tmp_path: Path, monkeypatch: pyte
     assert len(documents) == len(inputs) and all(d["text"] for d in documents)  # every input was read
     scored = json.loads((run / "eval.json").read_text())["validation_questions"]
     assert len(json.loads((run / "eval_predictions.json").read_text())) == scored
+
+
+def test_every_stage_is_a_command_of_the_same_name(tmp_path: Path) -> None:
+    """The "run `distillqa STAGE RUN` first" hints (layout.MADE_BY) name stages: each must be a
+    command that opens RUN as a run folder (ingest, which makes one, is the recipe's first line)."""
+    runner = CliRunner()
+    for name in ({s.name for s in STAGES} | set(MADE_BY.values())) - {"ingest"}:
+        result = runner.invoke(app, [name, str(tmp_path)])
+        assert result.exit_code == 2, f"`distillqa {name} RUN`: {result.output}"
+        assert f"{tmp_path} is not a run folder" in result.stderr, f"`distillqa {name} RUN`: {result.stderr}"

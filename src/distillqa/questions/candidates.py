@@ -287,7 +287,7 @@ def extract_candidates(
     seen: set[str] = set()
     for s_start, s_end in sentence_spans(text):
         sentence = text[s_start:s_end]
-        if len(sentence.split()) < limits.min_sentence_words or not ENDS_SENTENCE.search(sentence):
+        if not askable_sentence(sentence, limits.min_sentence_words):
             continue  # a heading, or a sentence cut by the chunk edge
         spans = spacy_spans(nlp(sentence)) if nlp is not None else heuristic_spans(sentence, limits)
         found = []
@@ -301,21 +301,30 @@ def extract_candidates(
     return _round_robin(per_sentence, limit)
 
 
+def askable_sentence(sentence: str, min_words: int) -> bool:
+    """A whole sentence of at least `min_words` words: headings, captions and list items are not asked about."""
+    return len(sentence.split()) >= min_words and bool(ENDS_SENTENCE.search(sentence))
+
+
+def askable_span(sentence: str, start: int, end: int, max_words: int) -> bool:
+    """A question can single out `sentence[start:end]`: at most `max_words` words, not nearly the
+    whole sentence, and found once in it (a repeated span is ambiguous)."""
+    answer = sentence[start:end]
+    n_words = len(answer.split())
+    return (
+        0 < n_words <= max_words
+        and n_words < len(sentence.split()) - 2
+        and len(re.findall(rf"(?<!\w){re.escape(answer)}(?!\w)", sentence, re.IGNORECASE)) == 1
+    )
+
+
 def _make_candidate(
     sentence: str, offset: int, s: int, e: int, kind: str, seen: set[str], max_words: int
 ) -> Candidate | None:
     s, e = _strip_span(sentence, s, e)
     answer = sentence[s:e].rstrip(".,;:")
     e = s + len(answer)
-    n_words = len(answer.split())
-    if (
-        not answer
-        or n_words > max_words
-        or answer.lower() in seen
-        or answer.lower() in STOPWORDS
-        or n_words >= len(sentence.split()) - 2
-        or len(re.findall(rf"(?<!\w){re.escape(answer)}(?!\w)", sentence, re.IGNORECASE)) != 1
-    ):
+    if answer.lower() in seen or answer.lower() in STOPWORDS or not askable_span(sentence, s, e, max_words):
         return None
     return Candidate(answer, offset + s, kind, sentence, offset)
 

@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterator
 
 from distillqa.config import QuestionsConfig
-from distillqa.questions.candidates import PHRASE, heuristic_spans
+from distillqa.questions.candidates import PHRASE, askable_sentence, askable_span, heuristic_spans
 from distillqa.questions.cloze import cloze_question, wh_phrase
-from distillqa.text import ENDS_SENTENCE, STOPWORDS, sentence_spans
+from distillqa.text import STOPWORDS, sentence_spans
 
 ROUTE = "span-cloze"
 _CONTENT_WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
@@ -48,14 +48,8 @@ def sentence_clozes(sentence: str, limits: QuestionsConfig | None = None) -> Ite
     """(start, end, question) for every span of one sentence that a question can single out
     (answers of at most `limits.max_answer_words` words; default limits: config.py's)."""
     limits = limits or QuestionsConfig()
-    n_words = len(sentence.split())
     for start, end, kind in sentence_spans_to_ask(sentence, limits):
-        answer = sentence[start:end]
-        if (
-            len(answer.split()) > limits.max_answer_words
-            or len(answer.split()) >= n_words - 2
-            or len(re.findall(rf"(?<!\w){re.escape(answer)}(?!\w)", sentence, re.IGNORECASE)) != 1
-        ):
+        if not askable_span(sentence, start, end, limits.max_answer_words):
             continue  # too long, nearly the whole sentence, or ambiguous within it
         question = cloze_question(sentence, start, end, kind, limits) or identity_cloze(sentence, start, end, kind)
         yield start, end, question
@@ -71,7 +65,7 @@ def chunk_pairs(chunk: dict, done: set[tuple[str, int]], limits: QuestionsConfig
     for s_start, s_end in sentence_spans(text):
         sentence = text[s_start:s_end]
         key = (chunk["doc_id"], chunk["start"] + s_start)
-        if key in done or len(sentence.split()) < limits.min_sentence_words or not ENDS_SENTENCE.search(sentence):
+        if key in done or not askable_sentence(sentence, limits.min_sentence_words):
             continue  # seen in the previous chunk, a heading, or cut by the chunk edge
         done.add(key)
         for start, end, question in sentence_clozes(sentence, limits):
