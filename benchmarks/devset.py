@@ -172,17 +172,17 @@ def bench_article(pdf: Path, work: Path, cfg: Config) -> dict:
     rows: dict[str, dict] = {}
     model, tokenizer = load_base_student(cfg.train.student, cfg.train.seed)
     untrained = Reader(model, tokenizer, **window)
-    rows["untrained student"] = score_reader(untrained, examples)
+    rows["untrained student"] = score_reader(untrained, examples)[0]
     for name, (routes, span_clozes) in VARIANTS.items():
         default = routes is None and span_clozes == cfg.dataset.span_clozes
         run = base if default else route_variant(base, name, routes, span_clozes, cfg)
         kept = json.loads(run.path("dataset_summary.json").read_text())["kept"]
-        row = score_reader(Reader.load(run.path(STUDENT), **window), examples)
+        row = score_reader(Reader.load(run.path(STUDENT), **window), examples)[0]
         rows[f"distilled: {name}"] = {**row, "pairs": kept, **end_to_end(base, run.path(STUDENT), gold)}
     seed = seed_variant(base, cfg)
     seed_summary = json.loads(seed.path("seed_summary.json").read_text())
     if seed.path(STUDENT).exists():
-        rows["seed method"] = {**score_reader(Reader.load(seed.path(STUDENT), **window), examples), "pairs": seed_summary["pairs"]}
+        rows["seed method"] = {**score_reader(Reader.load(seed.path(STUDENT), **window), examples)[0], "pairs": seed_summary["pairs"]}
     else:  # no parseable output at all: there is no student to score
         rows["seed method"] = {"exact_match": None, "f1": None, "n": len(examples), "pairs": 0}
     rows["seed method"]["parse_failures"] = f"{seed_summary['parse_failures']}/{seed_summary['chunks']}"

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 from typer.testing import CliRunner
 
 from distillqa.app.ask import Asker, score_open
@@ -16,7 +14,6 @@ from distillqa.cli import app
 from distillqa.config import Config, TrainConfig
 from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.errors import DistillqaError
-from distillqa.models import bundled_encoder
 from distillqa.pipeline import Run
 from distillqa.student.evaluate import evaluate_file, run_stage
 from distillqa.student.metrics import exact_match, f1_score, score_examples, squad_scores
@@ -90,17 +87,8 @@ def test_load_squad_rejects_bad_files_in_one_line(tmp_path):
     assert squad_examples(load_squad(good))[0]["id"] == "a"
 
 
-def save_tiny_bert(path: Path, seed: int = 0) -> Path:
-    tokenizer = AutoTokenizer.from_pretrained(bundled_encoder())
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=len(tokenizer))
-    torch.manual_seed(seed)
-    BertForQuestionAnswering(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def test_evaluate_file_matches_the_readers_own_answers(tmp_path):
-    model = save_tiny_bert(tmp_path / "model")
+    model = tiny_bert(tmp_path / "model")
     data = squad([("a", ["Paris"]), ("b", ["France"]), ("c", ["Seine"])])
     path = tmp_path / "dev.json"
     path.write_text(json.dumps(data))
@@ -117,9 +105,9 @@ def test_evaluate_file_matches_the_readers_own_answers(tmp_path):
 
 
 def test_evaluate_stage_writes_baseline_and_distilled(tmp_path):
-    base = save_tiny_bert(tmp_path / "base", seed=1)
+    base = tiny_bert(tmp_path / "base", seed=1)
     run = Run(tmp_path / "run", quiet=True)
-    save_tiny_bert(run.path("student"), seed=2)
+    tiny_bert(run.path("student"), seed=2)
     run.path("validation.json").write_text(json.dumps(squad([("a", ["Paris"]), ("b", ["France"])])))
     cfg = Config(train=TrainConfig(student=str(base)))
     summary = run_stage(run, cfg)
@@ -143,7 +131,7 @@ def test_evaluate_stage_writes_baseline_and_distilled(tmp_path):
 
 def test_evaluate_stage_with_no_validation_questions(tmp_path):
     run = Run(tmp_path / "run", quiet=True)
-    save_tiny_bert(run.path("student"))
+    tiny_bert(run.path("student"))
     run.path("validation.json").write_text(json.dumps(squad([])))
     assert run_stage(run, Config()) == {"validation_questions": 0}
     written = json.loads(run.path("eval.json").read_text())

@@ -91,7 +91,7 @@ def test_training_writes_a_complete_student(tmp_path, tiny_base):
     assert "| train | 48 | 48 |" in card and "| validation | 8 | 8 |" in card and "best F1" in card
 
     # the saved model is the kept epoch: reading validation again gives its F1
-    kept = score_reader(Reader.load(out, device="cpu"), squad_examples(json.loads(validation.read_text())))
+    kept, _ = score_reader(Reader.load(out, device="cpu"), squad_examples(json.loads(validation.read_text())))
     assert kept["f1"] == pytest.approx(log["best_f1"], abs=1e-6)
 
 
@@ -171,9 +171,9 @@ def test_bundled_minilm_learns_a_learnable_pattern(tmp_path):
     cfg = TrainConfig(epochs=5, learning_rate=1e-4)  # 75 steps: tiny data needs more than 3 epochs
     model, tokenizer = load_base_student(None, cfg.seed)
     examples = squad_examples(validation_data)
-    baseline = score_reader(Reader(model, tokenizer, device="cpu"), examples)
+    baseline, _ = score_reader(Reader(model, tokenizer, device="cpu"), examples)
     summary = train_reader(train, validation, tmp_path / "student", cfg, quiet=True)
-    distilled = score_reader(Reader.load(tmp_path / "student", device="cpu"), examples)
+    distilled, _ = score_reader(Reader.load(tmp_path / "student", device="cpu"), examples)
     assert baseline["f1"] < 30
     assert distilled["f1"] > baseline["f1"] + 40
     assert summary["best_f1"] == pytest.approx(distilled["f1"], abs=0.01)

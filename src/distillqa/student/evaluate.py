@@ -15,6 +15,7 @@ and each question's answers to `eval_predictions.json`:
 from __future__ import annotations
 
 import time
+from typing import Any
 from pathlib import Path
 
 import yaml
@@ -59,30 +60,11 @@ def predict(
     return predictions, ms
 
 
-def score_predictions(
-    reader: Reader,
-    examples: list[dict],
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_answer_length: int = 30,
-    quiet: bool = True,
-    description: str = "reading",
-) -> tuple[dict, dict[str, str]]:
+def score_reader(reader: Reader, examples: list[dict], **predict_args: Any) -> tuple[dict, dict[str, str]]:
     """({"exact_match", "f1", "n", "ms_per_question"}, {id: answer text}) of `reader` on flattened
-    SQuAD examples: the totals and the answers they were computed from."""
-    predictions, ms = predict(reader, examples, batch_size, max_answer_length, quiet, description)
+    SQuAD examples: the totals and the answers they were computed from (`predict_args` as `predict`)."""
+    predictions, ms = predict(reader, examples, **predict_args)
     return {**score_examples(examples, predictions), "ms_per_question": round(ms, 2)}, predictions
-
-
-def score_reader(
-    reader: Reader,
-    examples: list[dict],
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_answer_length: int = 30,
-    quiet: bool = True,
-    description: str = "reading",
-) -> dict:
-    """{"exact_match", "f1", "n", "ms_per_question"} of `reader` on flattened SQuAD examples."""
-    return score_predictions(reader, examples, batch_size, max_answer_length, quiet, description)[0]
 
 
 def load_examples(squad_path: Path) -> list[dict]:
@@ -126,8 +108,9 @@ def evaluate_file(
     check_predictions_path(predictions_path)
     examples = load_examples(squad_path)
     reader = Reader.load(model_dir, max_length=cfg.max_length, doc_stride=cfg.doc_stride)
-    scores, predictions = score_predictions(
-        reader, examples, cfg.eval_batch_size, cfg.max_answer_length, quiet, description="reader mode"
+    scores, predictions = score_reader(
+        reader, examples, batch_size=cfg.eval_batch_size, max_answer_length=cfg.max_answer_length, quiet=quiet,
+        description="reader mode",
     )
     if predictions_path is not None:
         write_predictions(predictions_path, predictions)
@@ -149,8 +132,8 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
     window = {"max_length": cfg.train.max_length, "doc_stride": cfg.train.doc_stride}
     model, tokenizer = load_base_student(cfg.train.student, cfg.train.seed)
     score = {"batch_size": cfg.train.eval_batch_size, "max_answer_length": cfg.train.max_answer_length, "quiet": run.quiet}
-    baseline, baseline_answers = score_predictions(Reader(model, tokenizer, **window), examples, description="baseline", **score)
-    distilled, distilled_answers = score_predictions(
+    baseline, baseline_answers = score_reader(Reader(model, tokenizer, **window), examples, description="baseline", **score)
+    distilled, distilled_answers = score_reader(
         Reader.load(run.path(STUDENT), **window), examples, description="distilled", **score
     )
     per_question = {
