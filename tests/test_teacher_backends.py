@@ -217,6 +217,18 @@ def test_hf_missing_model_is_a_clear_error(model: str, message: str, monkeypatch
         load_backend(TeacherConfig(backend="transformers", model=model))
 
 
+def test_hf_reads_the_bundled_gguf_without_llama_cpp() -> None:
+    """The fallback a llama.cpp crash message suggests: the same SmolLM2, dequantised by transformers."""
+    pytest.importorskip("gguf")
+    teacher = load_backend(TeacherConfig(backend="transformers"))
+    try:
+        assert teacher.name == "transformers:SmolLM2-135M-Instruct.Q4_1.gguf"
+        (r,) = teacher.generate([GenerationRequest(messages=user("The capital of France is"), max_tokens=6, temperature=0.0)])
+    finally:
+        teacher.close()
+    assert r.error is None and r.text.strip()
+
+
 def test_hf_4bit_needs_cuda(tiny_lm: Path) -> None:
     import torch
 

@@ -55,7 +55,7 @@ def load_token_counter(cfg: Config) -> TokenCounter:
         from distillqa.models import bundled_teacher_gguf
 
         return _gguf_counter(bundled_teacher_gguf())
-    if backend == "llamacpp":
+    if backend == "llamacpp" or (backend == "transformers" and model.lower().endswith(".gguf")):  # type: ignore[union-attr]
         return _gguf_counter(Path(model))  # type: ignore[arg-type]
     if backend == "transformers":
         return _hf_counter(model)  # type: ignore[arg-type]

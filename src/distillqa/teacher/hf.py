@@ -24,7 +24,7 @@ import torch
 
 from distillqa.config import TeacherConfig
 from distillqa.errors import DistillqaError
-from distillqa.models import cuda_precision, pick_device
+from distillqa.models import bundled_teacher_gguf, cuda_precision, pick_device
 from distillqa.teacher.base import GenerationRequest, GenerationResult, error_line
 
 log = logging.getLogger("distillqa")
@@ -37,21 +37,26 @@ def resolve_dtype(name: str) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cuda_precision()]
 
 
-def resolve_source(model: str | None) -> str:
-    """A local folder (checked here, so a typo fails clearly) or a hub id left to from_pretrained."""
+def resolve_source(model: str | None) -> tuple[str, str | None]:
+    """(folder or hub id, GGUF file name in it or None). A local folder is checked here, so a typo
+    fails clearly; a hub id is left to from_pretrained. A .gguf file, or None for the bundled
+    SmolLM2 GGUF, is dequantised by transformers (needs the `gguf` package): the same model as
+    the llama.cpp backend, without llama.cpp, which is what to try when llama.cpp crashes."""
     if not model:
-        raise DistillqaError(
-            "teacher.model is required for the transformers backend: a hub id or a local model folder "
-            "(the bundled teacher is a GGUF file: use teacher.backend=llamacpp)"
-        )
+        gguf = bundled_teacher_gguf()
+        return str(gguf.parent), gguf.name
     path = Path(model).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise DistillqaError(f"{path}: GGUF file not found: check teacher.model")
+        return str(path.parent), path.name
     if path.exists():
         if not (path / "config.json").is_file():
             raise DistillqaError(f"{path}: not a transformers model folder (no config.json)")
-        return str(path)
+        return str(path), None
     if model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model:
         raise DistillqaError(f"{model}: model folder not found: check teacher.model")
-    return model
+    return model, None
 
 
 def batch_seed(seeds: list[int]) -> int:
@@ -71,24 +76,25 @@ class TransformersTeacher:
     def __init__(self, cfg: TeacherConfig):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        source = resolve_source(cfg.model)
+        source, gguf_file = resolve_source(cfg.model)
         self.device = pick_device()
         self.dtype = resolve_dtype(cfg.dtype)
         self.batch_size = cfg.batch_size
         load_kwargs: dict[str, Any] = {"dtype": self.dtype}
+        gguf = {"gguf_file": gguf_file} if gguf_file else {}
         if cfg.load_in_4bit:
             load_kwargs["quantization_config"] = self._nf4_config()
         if self.device.type == "cuda":
             load_kwargs["device_map"] = {"": self.device.index or 0}
 
-        self.tokenizer = _from_pretrained(AutoTokenizer, source)
+        self.tokenizer = _from_pretrained(AutoTokenizer, source, **gguf)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = _from_pretrained(AutoModelForCausalLM, source, **load_kwargs)
+        self.model = _from_pretrained(AutoModelForCausalLM, source, **gguf, **load_kwargs)
         self.model.eval()
 
-        label = Path(source).name if Path(source).is_dir() else source
+        label = gguf_file or (Path(source).name if Path(source).is_dir() else source)
         self.name = f"transformers:{label}" + (":nf4" if cfg.load_in_4bit else "")
         self._has_template = bool(getattr(self.tokenizer, "chat_template", None))
         self._eos_ids = self._stop_token_ids()
