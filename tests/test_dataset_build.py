@@ -362,7 +362,11 @@ def test_span_clozes_join_the_teacher_pairs(tmp_path):
     records = read_jsonl(run.path("qa.jsonl"))
     routes = read_json(run.path("dataset_summary.json"))["kept_per_route"]
     assert routes["span-cloze"] > 4 * sum(n for route, n in routes.items() if route != "span-cloze")
-    assert summary["kept"] == len(records) == sum(routes.values())
+    assert summary["kept"] == len(records) == sum(routes.values()) and summary["span-cloze_kept"] == routes["span-cloze"]
+    full = read_json(run.path("dataset_summary.json"))  # the rule-based route is counted like the others
+    for route, n in full["proposed_per_route"].items():
+        assert n == routes.get(route, 0) + full["dropped_per_route"].get(route, 0)
+    assert sum(full["proposed_per_route"].values()) == full["pairs_proposed"]
     docs = {d["doc_id"]: d for d in read_jsonl(run.path("documents.jsonl"))}
     spans = [(r["doc_id"], r["offset"]) for r in records if r["route"] == "span-cloze"]
     assert len(spans) == len(set(spans))  # a sentence shared by two chunks is asked about once

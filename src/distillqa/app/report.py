@@ -146,6 +146,7 @@ def render_markdown(r: dict, curve: bool) -> str:
         "## Distilled data",
         "",
         f"- pairs proposed: {ds['pairs_proposed']}, grounded (by match): {ds['grounded']}, kept: {ds['kept']}",
+        f"- proposed per route: {ds.get('proposed_per_route', {})} (span-cloze: rule-based, made by build-dataset; the others: generate)",
         f"- kept per route: {ds['kept_per_route']}",
         f"- dropped by reason: {ds['dropped']}",
         f"- train / validation questions: {ds['train']['questions']} / {ds['validation']['questions']}"

@@ -56,6 +56,8 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
         "chunks": len(chunks),
         "generations": len(generations),
         "pairs_proposed": stats["proposed"],
+        "proposed_per_route": stats["proposed_per_route"],
+        "dropped_per_route": stats["dropped_per_route"],
         "grounded": {match: stats["grounded"][match] for match in ("exact", "normalized", "fuzzy")},
         "dropped": dict(stats["dropped"].most_common()),
         "kept": len(records),
@@ -81,6 +83,7 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
         "pairs_proposed": stats["proposed"],
         "grounded": sum(stats["grounded"].values()),
         "kept": len(records),
+        **{f"{route}_kept": n for route, n in summary["kept_per_route"].items()},
         "train_questions": summary["train"]["questions"],
         "validation_questions": summary["validation"]["questions"],
         "train_paragraphs": summary["train"]["paragraphs"],
@@ -108,11 +111,13 @@ def _ground_and_filter(
     dropped: Counter[str] = Counter()
     examples: dict[str, list[dict]] = defaultdict(list)
     records: list[dict] = []
-    proposed = 0
+    proposed: Counter[str] = Counter()  # per route
+    dropped_per_route: Counter[str] = Counter()
     sentences_done: set[tuple[str, int]] = set()  # for span clozes: sentences shared by overlapping chunks
 
-    def drop(reason: str, chunk_id: str, question: str, answer: str) -> None:
+    def drop(reason: str, chunk_id: str, question: str, answer: str, route: str) -> None:
         dropped[reason] += 1
+        dropped_per_route[route] += 1
         if len(examples[reason]) < _EXAMPLES_PER_REASON:
             examples[reason].append({"chunk_id": chunk_id, "question": question, "answer": answer})
 
@@ -125,21 +130,22 @@ def _ground_and_filter(
             )
         doc = docs[chunk["doc_id"]]
         pairs = list(gen.get("pairs") or [])
-        if cfg.dataset.span_clozes:
+        if cfg.dataset.span_clozes:  # the rule-based route made here, counted like the teacher's
             pairs += span_clozes.chunk_pairs(chunk, sentences_done, cfg.questions)
         for i, pair in enumerate(pairs):
-            proposed += 1
+            route = str(pair.get("route", "unknown"))
+            proposed[route] += 1
             question, answer = str(pair.get("question") or ""), str(pair.get("answer") or "")
             hint = pair.get("answer_start") if isinstance(pair.get("answer_start"), int) else 0
             span, reason = ground_pair(answer, question, chunk, doc, cfg.dataset.fuzzy_threshold, hint)
             if span is None:
-                drop(reason, chunk["chunk_id"], question, answer)
+                drop(reason, chunk["chunk_id"], question, answer, route)
                 continue
             grounded[span.match] += 1
             answer_text = doc["text"][span.start : span.end]
             context_start, context_end = context_window(doc["text"], span.start, span.end, cfg.dataset.context_chars)
             if fold(doc["text"][context_start:context_end]) == fold(answer_text):
-                drop("no_context", chunk["chunk_id"], question, answer)  # the document is only the answer
+                drop("no_context", chunk["chunk_id"], question, answer, route)  # the document is only the answer
                 continue
             sentence_start, sentence_end = sentence_around(
                 doc["text"], span.start, span.end, context_start, context_end
@@ -149,7 +155,7 @@ def _ground_and_filter(
             elsewhere = doc["text"][context_start:sentence_start] + "\n" + doc["text"][sentence_end:context_end]
             verdict = pair_filter.check(question, answer_text, elsewhere, doc["doc_id"])
             if verdict.reason is not None:
-                drop(verdict.reason, chunk["chunk_id"], question, answer)
+                drop(verdict.reason, chunk["chunk_id"], question, answer, route)
                 continue
             records.append(
                 {
@@ -160,14 +166,23 @@ def _ground_and_filter(
                     "chunk_id": chunk["chunk_id"],
                     "offset": span.start,
                     "page": page_at(doc["pages"], span.start),
-                    "route": pair.get("route", "unknown"),
+                    "route": route,
                     "teacher": gen.get("teacher", ""),
                     "match": span.match,
                     "context_start": context_start,
                     "context_end": context_end,
                 }
             )
-    stats = {"proposed": proposed, "grounded": grounded, "dropped": dropped, "examples": dict(examples)}
+    stats = {
+        "proposed": sum(proposed.values()),
+        "proposed_per_route": dict(proposed.most_common()),
+        "dropped_per_route": dict(dropped_per_route.most_common()),
+        "grounded": grounded,
+        "dropped": dropped,
+        "examples": dict(examples),
+    }
+    if cfg.dataset.span_clozes:
+        run.log.info("build-dataset: route span-cloze (rule-based, no teacher): %d pairs proposed", proposed["span-cloze"])
     return records, stats
 
 
