@@ -171,10 +171,10 @@ CHECKS: tuple[Callable[[], Check | list[Check]], ...] = (
 )
 
 
-def run_checks(checks: tuple[Callable[[], Check | list[Check]], ...] = CHECKS) -> list[Check]:
-    """Every check's result; a check that raises is itself a FAIL, so doctor always finishes."""
+def run_checks(checks: tuple[Callable[[], Check | list[Check]], ...] | None = None) -> list[Check]:
+    """Every check's result (default: CHECKS); a check that raises is itself a FAIL, so doctor always finishes."""
     results: list[Check] = []
-    for check in checks:
+    for check in CHECKS if checks is None else checks:
         try:
             out = check()
         except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
