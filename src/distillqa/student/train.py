@@ -216,7 +216,7 @@ def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg:
         window={"max_length": cfg.max_length, "doc_stride": cfg.doc_stride},
         max_answer_length=cfg.max_answer_length,
     )
-    if quiet:
+    if args.disable_tqdm:  # quiet, or not a terminal: no bars and no loss dicts in logs and pipes
         trainer.remove_callback(PrinterCallback)
     else:
         trainer.remove_callback(ProgressCallback)
