@@ -219,9 +219,10 @@ def evaluate(
 
             scores = evaluate_open(target, data, predictions, quiet=quiet)
         else:
-            from distillqa.student.evaluate import evaluate_file, file_settings
+            from distillqa.layout import RunFolder
+            from distillqa.student.evaluate import evaluate_file
 
-            cfg = file_settings(target, config, set_)
+            cfg = RunFolder(target).saved_config(config, set_)
             scores = evaluate_file(target, data, cfg.train, predictions, quiet=quiet)
     if as_json:
         typer.echo(json.dumps(scores))

@@ -120,18 +120,22 @@ class RunFolder:
 
     def config(self, config_file: Path | None = None, overrides: list[str] | None = None) -> Config:
         """The run's saved config, updated by a config file and overrides, then saved back."""
-        saved = self.path(CONFIG)
-        base = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.exists() else None
-        cfg = load_config(config_file, overrides, base=base)
+        cfg = self.saved_config(config_file, overrides)
         if self.root.exists():
             self.save_config(cfg)
         return cfg
 
-    def saved_config(self) -> Config:
-        """The run's saved config.yaml, read only (defaults where the run has none): what
-        `ask` and `serve` read query-time settings from, without writing anything back."""
+    def saved_config(self, config_file: Path | None = None, overrides: list[str] | None = None) -> Config:
+        """The run's saved config.yaml (defaults where the run has none), updated by a config file
+        and overrides, read only: what `ask`, `serve` and `evaluate DATA` read, writing nothing back."""
         saved = self.path(CONFIG)
-        return load_config(saved if saved.is_file() else None)
+        if not saved.is_file():
+            return load_config(config_file, overrides)
+        try:
+            base = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise DistillqaError(f"{saved}: not valid YAML: {e}".splitlines()[0]) from None
+        return load_config(config_file, overrides, base=base)
 
     def save_config(self, cfg: Config) -> None:
         with atomic_open(self.path(CONFIG)) as f:

@@ -18,15 +18,13 @@ import time
 from typing import Any
 from pathlib import Path
 
-import yaml
 
-from distillqa.config import Config, TrainConfig, load_config
+from distillqa.config import Config, TrainConfig
 from distillqa.console import track
 from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.errors import DistillqaError
 from distillqa.io import write_json
 from distillqa.layout import (
-    CONFIG,
     EVAL,
     EVAL_PREDICTIONS,
     STUDENT,
@@ -84,15 +82,6 @@ def check_predictions_path(path: Path | None) -> None:
 def write_predictions(path: Path, predictions: dict[str, str]) -> None:
     """`{id: answer text}`, as transformers' run_qa.py writes eval_predictions.json."""
     write_json(Path(path), predictions)
-
-
-def file_settings(target: Path, config_file: Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Settings for scoring a file: a run folder's saved config (the windows the student was trained
-    with), else the defaults, updated by --config/--set. Nothing is written back: scoring a file
-    leaves the run as it was."""
-    saved = Path(target) / CONFIG
-    base = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else None
-    return load_config(config_file, overrides, base=base)
 
 
 def evaluate_file(
