@@ -1,237 +1,310 @@
-"""Score distillation on real documents with human-written questions (../shared/devset).
+"""Score configurations of the pipeline on real articles with human questions (../shared/devset).
 
-For each article PDF the pipeline runs as a user would (ingest, chunk, generate, build-dataset,
-train, index), then the student is scored on that article's crowd-written SQuAD questions:
+Each configuration ("variant": a name and config overrides) runs as a user would run it on each
+devset article PDF (ingest, chunk, generate, build-dataset, train), once per training seed, and
+its student is scored on the article's crowd-written SQuAD questions:
 
-- reader mode: each question with its gold paragraph as context (official SQuAD v1.1 EM/F1);
-- end to end: the question alone, answered through retrieval + the student (`distillqa ask`),
-  plus retrieval recall@k (a retrieved passage contains a gold answer).
+- reader mode (question + gold paragraph): F1/EM of the reader's first span ("plain") and of the
+  answer the product gives (the `answer` settings' ranking, `distillqa.student.ranking`);
+- end to end (question alone: retrieval over the article + the student, what `ask` answers);
+- the shape of its training questions: median words, and the share of their words found in
+  their passage (people's devset questions: median 10 words, 67%).
 
-Rows: the untrained student (fresh QA head); the distilled student per source of pairs (`qa`:
-teacher-written pairs; `answer-first`: teacher questions for extracted answers, with the cloze
-fallback; `span clozes`: the rule-based pairs for every span of every sentence, no teacher; and
-the default, all of them); and the seed notebook's method reproduced with the same teacher and
-student (teacher-written pairs with a reasoning, trained on "Context: <answer> Reasoning:
-<reasoning>" instead of the source text).
+Generation and the index are made once per article in WORK/ARTICLE/base and shared by every
+variant whose teacher/generate settings are the defaults'. Results accumulate in
+WORK/devset_results.json, one entry per variant; `--render` prints the table: per article the
+mean over seeds and the range, and the question-weighted mean over the articles.
 
-Generation runs once per article in mode `both`; the `qa` and `answer-first` rows train on the
-pairs of their own routes only. That is the same as running each mode alone, because mode
-`both` makes exactly the requests of the two modes, seeded per chunk.
+Variants "untrained" (the fresh QA head training starts from) and "seed-method" (the seed
+notebook: teacher pairs with a reasoning, trained on "Context: <answer> Reasoning: ...") need
+no overrides. For the QA-trained-student study, `{qa_reader}` in an override stands for a reader
+trained on the human questions of the *other* devset articles (leave one article out; for this
+benchmark only, never shipped), and the variant "qa-reader" scores that reader unadapted.
 
-The devset questions are used only for scoring here: never in prompts or training data.
+The devset questions are used only for scoring (and, leave-one-out, to make the QA-trained
+starting point): never in prompts, defaults or the pipeline's training data.
 
-    .venv/bin/python benchmarks/devset.py [--articles geology ...] [--work runs/devset]
+    .venv/bin/python benchmarks/devset.py --variant defaults
+    .venv/bin/python benchmarks/devset.py --variant words --set questions.span_answers=words
+    .venv/bin/python benchmarks/devset.py --variant qa-adapt --set 'train.student={qa_reader}' --set train.learning_rate=3e-5
+    .venv/bin/python benchmarks/devset.py --render
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import re
 import shutil
+import statistics
 import time
 from pathlib import Path
 
 from distillqa.config import Config, load_config
-from distillqa.io import read_jsonl, write_json, write_jsonl
-from distillqa.layout import CHUNKS, DOCUMENTS, GENERATIONS, STUDENT
+from distillqa.dataset.squad import load_squad, squad_examples
+from distillqa.io import read_json, read_jsonl, write_json
+from distillqa.layout import CHUNKS, DATASET_SUMMARY, DOCUMENTS, GENERATIONS, STUDENT
 from distillqa.pipeline import STAGE_BY_NAME, Run
-from distillqa.dataset.squad import load_squad
-from distillqa.student.evaluate import score_reader
-from distillqa.student.metrics import score_examples
-from distillqa.dataset.squad import squad_examples
-from distillqa.student.reader import Reader
-from distillqa.student.reader import load_base_student
-from distillqa.student.train import train_reader
-from distillqa.teacher.backends import load_teacher
-from distillqa.teacher.base import GenerationRequest
+from distillqa.student.evaluate import load_ranker, score_reader
+from distillqa.student.reader import Reader, load_base_student
+from distillqa.text import words
 
 DEVSET = Path(__file__).resolve().parents[2] / "shared" / "devset"
-# row -> (teacher routes kept, None = all; whether span clozes are added)
-VARIANTS = {
-    "qa": ({"teacher-qa"}, False),
-    "answer-first": ({"answer-first", "cloze"}, False),
-    "span clozes only (no teacher)": (set(), True),
-    "default: both + span clozes": (None, True),
-}
+ARTICLES = ["geology", "1973_oil_crisis", "pharmacy"]
+SEEDS = [42, 43]
+PLAIN = ["answer.type_rules=false", "answer.sentence_sharpness=0"]  # the reader's first span
 SEED_PROMPT = (
     "Generate 5-8 question-answer pairs from the following text. For each pair give the question, "
     "the answer and your reasoning. Answer in JSON: a list of objects with the keys "
     '"question", "answer" and "reasoning".\n\nText:\n{chunk}'
 )
-RECALL_K = 5
 
 
-def pipeline(run: Run, cfg: Config, stages: list[str]) -> None:
-    for name in stages:
-        run.run_stage(STAGE_BY_NAME[name], cfg)
+def question_shape(squad_file: Path) -> dict:
+    """Median words of a SQuAD file's questions and the share of their words found in their passage."""
+    lengths, found, total = [], 0, 0
+    for e in squad_examples(load_squad(squad_file)):
+        q = words(e["question"])
+        passage = set(words(e["context"]))
+        lengths.append(len(q))
+        found += sum(w in passage for w in q)
+        total += len(q)
+    return {"question_words": statistics.median(lengths) if lengths else 0, "in_passage": round(100 * found / max(1, total), 1)}
 
 
-def route_variant(base: Run, name: str, routes: set[str] | None, span_clozes: bool, cfg: Config) -> Run:
-    """A run folder sharing `base`'s documents and chunks, with only the pairs of `routes`."""
-    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"span_clozes": span_clozes})})
-    run = Run(base.root.parent / re.sub(r"\W+", "-", name).strip("-"), quiet=True)
+def base_run(article: str, work: Path, cfg: Config, adopt: Path | None = None) -> Run:
+    """WORK/ARTICLE/base: ingest, chunk, generate and index with `cfg` (made once); generations
+    are taken from ADOPT/ARTICLE when they match (`adopt_generations`)."""
+    run = Run(work / article / "base", quiet=True)
     run.root.mkdir(parents=True, exist_ok=True)
+    run.save_config(cfg)
+    run.set_inputs([DEVSET / f"{article}.pdf"])
     run.setup_logging()
-    for f in (DOCUMENTS, CHUNKS):
-        shutil.copy(base.path(f), run.path(f))
-    lines = read_jsonl(base.path(GENERATIONS))
-    for line in lines:
-        line["pairs"] = [p for p in line["pairs"] if routes is None or p["route"] in routes]
-    write_jsonl(run.path(GENERATIONS), lines)
-    pipeline(run, cfg, ["build-dataset", "train"])
+    for name in ("ingest", "chunk", "generate", "index"):
+        if name == "generate" and adopt is not None:
+            adopt_generations(run, adopt / article, cfg)
+        run.run_stage(STAGE_BY_NAME[name], cfg)
     return run
 
 
-def seed_variant(base: Run, cfg: Config) -> Run:
-    """The seed notebook's method: trains on "Context: <answer> Reasoning: <reasoning>"."""
-    run = Run(base.root.parent / "seed", quiet=True)
-    run.root.mkdir(parents=True, exist_ok=True)
-    teacher = load_teacher(cfg.teacher)
+def adopt_generations(run: Run, earlier: Path, cfg: Config) -> None:
+    """Reuse an earlier run's generations.jsonl (minutes of teacher time per article) when it was
+    made from the same chunks with the same teacher and generate settings; else generate anew."""
+    stage = STAGE_BY_NAME["generate"]
+    if run.is_current(stage, cfg) or not (earlier / GENERATIONS).is_file() or not (earlier / CHUNKS).is_file():
+        return
+    old = read_json(earlier / "manifest.json")["config"]
+    now = cfg.model_dump(mode="json")
+    same = all(old[k] == now[k] for k in ("teacher", "generate")) and all(
+        old["questions"][k] == now["questions"][k] for k in ("max_answer_words", "max_question_words", "min_sentence_words")
+    )
+    if not same or (earlier / CHUNKS).read_bytes() != run.path(CHUNKS).read_bytes():
+        return
+    shutil.copy(earlier / GENERATIONS, run.path(GENERATIONS))
+    shutil.copy(earlier / "generate_summary.json", run.path("generate_summary.json"))
+    manifest = run.manifest
+    manifest["stages"]["generate"] = {
+        "status": "done", "fingerprint": run.fingerprint(stage, cfg), "scope": run.scope_hash(stage, cfg),
+        "adopted_from": str(earlier), "summary": {},
+    }
+    run.save_manifest(manifest)
+
+
+def variant_run(base: Run, folder: Path, cfg: Config) -> Run:
+    """A run folder starting from `base`'s documents, chunks and generations; stages whose
+    settings differ from base's rerun, the rest are skipped as up to date."""
+    run = Run(folder, quiet=True)
+    if not run.path(GENERATIONS).exists():
+        run.root.mkdir(parents=True, exist_ok=True)
+        for name in (DOCUMENTS, CHUNKS, GENERATIONS, "manifest.json"):
+            shutil.copy(base.path(name), run.path(name))
+        manifest = run.manifest
+        manifest["stages"] = {k: v for k, v in manifest["stages"].items() if k in ("ingest", "chunk", "generate")}
+        run.save_manifest(manifest)
+    run.save_config(cfg)
+    run.setup_logging()
+    for name in ("ingest", "chunk", "generate", "build-dataset", "train"):
+        run.run_stage(STAGE_BY_NAME[name], cfg)
+    return run
+
+
+def qa_reader(article: str, work: Path, cfg: Config) -> Path:
+    """A reader trained on the human questions of the other devset articles (leave one out)."""
+    from distillqa.student.train import train_reader
+
+    out = work / "qa-reader" / article
+    if not (out / "student" / "config.json").is_file():
+        others = [load_squad(DEVSET / f"{a}.squad.json") for a in ARTICLES if a != article]
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "train.json", {"version": "1.1", "data": [d for o in others for d in o["data"]]})
+        write_json(out / "validation.json", {"version": "1.1", "data": []})
+        train_reader(out / "train.json", out / "validation.json", out / "student", cfg.train, quiet=True)
+    return out / "student"
+
+
+def seed_method(base: Run, folder: Path, cfg: Config) -> Path | None:
+    """The seed notebook's method (see the module docstring); None when no output parsed."""
+    from distillqa.student.train import train_reader
+    from distillqa.teacher.backends import load_teacher
+    from distillqa.teacher.base import GenerationRequest
+
+    folder.mkdir(parents=True, exist_ok=True)
     chunks = read_jsonl(base.path(CHUNKS))
-    requests = [
-        GenerationRequest(
-            messages=[{"role": "user", "content": SEED_PROMPT.format(chunk=c["text"])}],
-            max_tokens=cfg.teacher.max_new_tokens,
-            temperature=cfg.teacher.temperature,
-            seed=cfg.teacher.seed + i,
-        )
-        for i, c in enumerate(chunks)
-    ]
-    results = teacher.generate(requests)
+    teacher = load_teacher(cfg.teacher)
+    results = teacher.generate(
+        [
+            GenerationRequest(
+                messages=[{"role": "user", "content": SEED_PROMPT.format(chunk=c["text"])}],
+                max_tokens=cfg.teacher.max_new_tokens,
+                temperature=cfg.teacher.temperature,
+                seed=cfg.teacher.seed + i,
+            )
+            for i, c in enumerate(chunks)
+        ]
+    )
     teacher.close()
-    paragraphs, failures = [], 0
+    paragraphs = []
     for i, result in enumerate(results):
         try:  # the seed parsed with json.loads and nothing else
             items = json.loads(result.text)
         except json.JSONDecodeError:
-            failures += 1
             continue
         for j, item in enumerate(items if isinstance(items, list) else []):
-            if not isinstance(item, dict) or not str(item.get("answer", "")).strip():
-                continue
-            answer = str(item["answer"]).strip()
-            context = f"Context: {answer} Reasoning: {item.get('reasoning', '')}"
-            paragraphs.append(
-                {
-                    "context": context,
-                    "qas": [
-                        {
-                            "id": f"seed-{i}-{j}",
-                            "question": str(item.get("question", "")),
-                            "answers": [{"text": answer, "answer_start": len("Context: ")}],
-                        }
-                    ],
-                }
-            )
-    squad = {"version": "1.1", "data": [{"title": "seed", "paragraphs": paragraphs}]}
-    write_json(run.path("train.json"), squad)
-    write_json(run.path("validation.json"), {"version": "1.1", "data": []})
-    write_json(run.path("seed_summary.json"), {"chunks": len(chunks), "parse_failures": failures, "pairs": len(paragraphs)})
-    if paragraphs:
-        train_reader(run.path("train.json"), run.path("validation.json"), run.path(STUDENT), cfg.train, quiet=True)
-    return run
+            if isinstance(item, dict) and str(item.get("answer", "")).strip():
+                answer = str(item["answer"]).strip()
+                paragraphs.append(
+                    {
+                        "context": f"Context: {answer} Reasoning: {item.get('reasoning', '')}",
+                        "qas": [{"id": f"seed-{i}-{j}", "question": str(item.get("question", "")),
+                                 "answers": [{"text": answer, "answer_start": len("Context: ")}]}],
+                    }
+                )
+    if not paragraphs:
+        return None
+    write_json(folder / "train.json", {"version": "1.1", "data": [{"title": "seed", "paragraphs": paragraphs}]})
+    write_json(folder / "validation.json", {"version": "1.1", "data": []})
+    train_reader(folder / "train.json", folder / "validation.json", folder / STUDENT, cfg.train, quiet=True)
+    return folder / STUDENT
 
 
-def normalize(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+def score(article: str, reader: Reader, cfg: Config, base: Run, model_dir: Path | None) -> dict:
+    """Reader-mode F1/EM, plain and ranked, and end-to-end F1 of one student."""
+    from distillqa.app.ask import Asker, score_open
+
+    examples = squad_examples(load_squad(DEVSET / f"{article}.squad.json"))
+    plain, _ = score_reader(reader, examples)
+    ranked, _ = score_reader(reader, examples, ranker=load_ranker(cfg))
+    row = {"questions": len(examples), "f1_plain": plain["f1"], "em_plain": plain["exact_match"],
+           "f1": ranked["f1"], "em": ranked["exact_match"]}
+    if model_dir is not None:
+        row["e2e_f1"] = score_open(Asker(base.root, model_dir=model_dir, cfg=cfg), examples)[0]["f1"]
+    return row
 
 
-def end_to_end(base: Run, student: Path, gold: dict) -> dict:
-    """Question alone: retrieval recall@k and the F1 of retrieval + the given student."""
-    from distillqa.app.ask import Asker
+def run_variant(
+    name: str, overrides: list[str], articles: list[str], seeds: list[int], work: Path, adopt: Path | None
+) -> dict:
+    """Every article x seed of one variant; returns {article: {seed: row}}."""
+    results: dict = {}
+    base_cfg = load_config(None, [])
+    for article in articles:
+        base = base_run(article, work, base_cfg, adopt)
+        for seed in seeds:
+            cfg = load_config(None, [o.replace("{qa_reader}", str(qa_reader(article, work, base_cfg))) for o in overrides] + [f"train.seed={seed}"])
+            started = time.time()
+            if name in ("untrained", "qa-reader"):
+                if name == "untrained":
+                    model, tokenizer = load_base_student(cfg.train.student, seed)
+                    reader, model_dir = Reader(model, tokenizer), None
+                else:
+                    model_dir = qa_reader(article, work, base_cfg)
+                    reader = Reader.load(model_dir)
+                row = score(article, reader, cfg, base, model_dir)
+            elif name == "seed-method":
+                model_dir = seed_method(base, work / article / name / f"s{seed}", cfg)
+                row = score(article, Reader.load(model_dir), cfg, base, model_dir) if model_dir else {"f1": None}
+            else:
+                run = variant_run(base, work / article / name / f"s{seed}", cfg)
+                summary = read_json(run.path(DATASET_SUMMARY))
+                row = score(article, Reader.load(run.path(STUDENT)), cfg, base, run.path(STUDENT))
+                row.update(
+                    pairs=summary["kept"],
+                    pairs_per_route=summary["kept_per_route"],
+                    train_seconds=run.manifest["stages"]["train"].get("seconds"),
+                    **question_shape(run.path("train.json")),
+                )
+            row["seconds"] = round(time.time() - started, 1)
+            results.setdefault(article, {})[str(seed)] = row
+            print(f"{name} {article} seed {seed}: {json.dumps(row)}", flush=True)
+    return results
 
-    asker = Asker(base.root, model_dir=student)
-    examples = squad_examples(gold)
-    hits = 0
-    predictions = {}
-    for ex in examples:
-        passages = [normalize(h.passage.text) for h in asker.index.search(ex["question"], RECALL_K)]
-        golds = [normalize(a["text"]) for a in ex["answers"]]
-        hits += any(g and g in p for p in passages for g in golds)
-        answers = asker.ask(ex["question"], top_k=1)
-        predictions[ex["id"]] = answers[0]["answer"] if answers else ""
-    scores = score_examples(examples, predictions)
-    return {"recall_at_k": round(100 * hits / max(1, len(examples)), 1), "e2e_f1": round(scores["f1"], 1)}
+
+def _mean_range(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    mean = statistics.mean(values)
+    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
-def bench_article(pdf: Path, work: Path, cfg: Config) -> dict:
-    gold = load_squad(pdf.with_suffix(".squad.json"))
-    examples = squad_examples(gold)
-    base = Run(work / pdf.stem / "both", quiet=True)
-    base.root.mkdir(parents=True, exist_ok=True)
-    base.save_config(cfg)
-    base.set_inputs([pdf])
-    base.setup_logging()
-    started = time.time()
-    pipeline(base, cfg, ["ingest", "chunk", "generate", "build-dataset", "train", "index"])
-    generate_seconds = base.manifest["stages"]["generate"]["seconds"]
-    window = {"max_length": cfg.train.max_length, "doc_stride": cfg.train.doc_stride}
-
-    rows: dict[str, dict] = {}
-    model, tokenizer = load_base_student(cfg.train.student, cfg.train.seed)
-    untrained = Reader(model, tokenizer, **window)
-    rows["untrained student"] = score_reader(untrained, examples)[0]
-    for name, (routes, span_clozes) in VARIANTS.items():
-        default = routes is None and span_clozes == cfg.dataset.span_clozes
-        run = base if default else route_variant(base, name, routes, span_clozes, cfg)
-        kept = json.loads(run.path("dataset_summary.json").read_text())["kept"]
-        row = score_reader(Reader.load(run.path(STUDENT), **window), examples)[0]
-        rows[f"distilled: {name}"] = {**row, "pairs": kept, **end_to_end(base, run.path(STUDENT), gold)}
-    seed = seed_variant(base, cfg)
-    seed_summary = json.loads(seed.path("seed_summary.json").read_text())
-    if seed.path(STUDENT).exists():
-        rows["seed method"] = {**score_reader(Reader.load(seed.path(STUDENT), **window), examples)[0], "pairs": seed_summary["pairs"]}
-    else:  # no parseable output at all: there is no student to score
-        rows["seed method"] = {"exact_match": None, "f1": None, "n": len(examples), "pairs": 0}
-    rows["seed method"]["parse_failures"] = f"{seed_summary['parse_failures']}/{seed_summary['chunks']}"
-    return {"article": pdf.stem, "questions": len(examples), "generate_seconds": generate_seconds,
-            "seconds": round(time.time() - started, 1), "rows": rows}
+def render(results: dict) -> str:
+    """One row per variant and article, then the question-weighted mean over articles per seed."""
+    cols = ["f1_plain", "f1", "em", "e2e_f1"]
+    lines = [
+        "| variant | article | pairs | q words | q words in passage % | reader F1 (first span) | reader F1 | reader EM | end-to-end F1 | train s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in results["variants"].items():
+        runs = entry["runs"]
+        for article, by_seed in runs.items():
+            rows = list(by_seed.values())
+            cells = [_mean_range([r.get(c) for r in rows]) for c in cols]
+            shape = [_mean_range([r.get(k) for r in rows]) for k in ("pairs", "question_words", "in_passage")]
+            lines.append(f"| {name} | {article} ({rows[0].get('questions', '?')} q) | " + " | ".join(shape + cells) + f" | {_mean_range([r.get('train_seconds') for r in rows])} |")
+        seeds = sorted({s for by_seed in runs.values() for s in by_seed})
+        if len(runs) > 1:
+            weighted = []
+            for c in cols:
+                per_seed = []
+                for s in seeds:
+                    rows = [by_seed[s] for by_seed in runs.values() if s in by_seed and by_seed[s].get(c) is not None]
+                    if len(rows) == len(runs):
+                        per_seed.append(sum(r[c] * r["questions"] for r in rows) / sum(r["questions"] for r in rows))
+                weighted.append(_mean_range(per_seed))
+            lines.append(f"| **{name}** | **question-weighted** | | | | " + " | ".join(f"**{w}**" for w in weighted) + " | |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--articles", nargs="*", default=["geology", "1973_oil_crisis", "pharmacy"])
+    parser.add_argument("--variant", help="name of the configuration (see the module docstring for special names)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override (repeatable)")
+    parser.add_argument("--articles", nargs="*", default=ARTICLES)
+    parser.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     parser.add_argument("--work", type=Path, default=Path("runs/devset"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    parser.add_argument("--adopt", type=Path, help="folder of earlier runs named after the articles whose generations to reuse")
     parser.add_argument("--render", action="store_true", help="only print the table of WORK/devset_results.json")
     args = parser.parse_args()
-    if args.render:
-        print(render(json.loads((args.work / "devset_results.json").read_text())["results"]))
-        return
-    if not DEVSET.is_dir():
-        raise SystemExit(f"error: {DEVSET} not found: the devset must be beside the checkout")
-    cfg = load_config(None, ["generate.mode=both", *args.overrides])
-    results = []
-    for article in args.articles:  # saved after each article, so a long run keeps what it measured
-        results.append(bench_article(DEVSET / f"{article}.pdf", args.work, cfg))
-        write_json(args.work / "devset_results.json", {"machine": machine(), "overrides": args.overrides, "results": results})
-        print(render(results[-1:]), flush=True)
+    path = args.work / "devset_results.json"
+    results = read_json(path) if path.is_file() else {"machine": machine(), "variants": {}}
+    if not args.render:
+        if not args.variant:
+            parser.error("give --variant NAME (or --render)")
+        if not DEVSET.is_dir():
+            raise SystemExit(f"error: {DEVSET} not found: the devset must be beside the checkout")
+        runs = run_variant(args.variant, args.overrides, args.articles, args.seeds, args.work, args.adopt)
+        results = read_json(path) if path.is_file() else results  # another variant may have finished meanwhile
+        entry = results["variants"].setdefault(args.variant, {"overrides": args.overrides, "runs": {}})
+        entry["overrides"] = args.overrides
+        for article, by_seed in runs.items():
+            entry["runs"].setdefault(article, {}).update(by_seed)
+        write_json(path, results)
     print(render(results))
 
 
 def machine() -> str:
-    import os
-
-    return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-def render(results: list[dict]) -> str:
-    lines = [
-        "| article | student | pairs | EM | F1 | recall@5 | e2e F1 |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for res in results:
-        for name, row in res["rows"].items():
-            if row.get("pairs") == 0:  # nothing to train on: no student, no score
-                row = {**row, "exact_match": None, "f1": None}
-            em, f1 = (f"{row[k]:.1f}" if row[k] is not None else "-" for k in ("exact_match", "f1"))
-            lines.append(
-                f"| {res['article']} ({res['questions']} q) | {name} | {row.get('pairs', '-')} | "
-                f"{em} | {f1} | {row.get('recall_at_k', '-')} | {row.get('e2e_f1', '-')} |"
-            )
-    return "\n".join(lines)
+    return f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or 'cpu'}, Python {platform.python_version()}"
 
 
 if __name__ == "__main__":

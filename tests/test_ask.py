@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from distillqa.app.ask import Asker, ask_command, rank_answers, read_context
 from distillqa.cli import app
-from distillqa.config import RetrievalConfig
+from distillqa.config import AnswerConfig, RetrievalConfig
 from distillqa.errors import DistillqaError
 from distillqa.retrieval.index import Hit, Passage
+from distillqa.student.ranking import AnswerRanker
 from tests.helpers import HARBOUR, ORCHARD, check_answers, tiny_bert
 
 
@@ -36,6 +37,10 @@ class FakeSpan:
     end: int
 
 
+# the reader's and the retriever's scores only: no rules, no sentence encoder
+PLAIN = AnswerRanker(AnswerConfig(type_rules=False, sentence_sharpness=0))
+
+
 def _hit(n: int, text: str, score: float) -> Hit:
     passage = Passage(f"d-p{n}", "d", "D", "d.pdf", 1, 100 * n, 100 * n + len(text), text)
     return Hit(passage, score, n, n)
@@ -49,20 +54,23 @@ def test_rank_answers_weights_by_retrieval_and_dedupes():
         [FakeSpan("Tom Quill", 0.9, 0, 9)],  # 0.9 * 0.25
     ]
     pages = {0: 3, 9: 3, 107: 4, 200: 5}
-    answers = rank_answers(hits, spans, top_k=5, page_of=lambda doc_id, offset: pages[offset])
+    answers = rank_answers("Who?", hits, spans, top_k=5, page_of=lambda doc_id, offset: pages[offset], ranker=PLAIN)
     assert [(a["answer"], a["score"], a["page"], a["start"]) for a in answers] == [
         ("Margaret Hale", 0.5, 3, 0),
         ("Tom Quill", 0.225, 5, 0),
     ]
-    assert rank_answers(hits, spans, top_k=1, page_of=lambda d, o: None)[0]["answer"] == "Margaret Hale"
-    assert rank_answers([], [], top_k=3, page_of=lambda d, o: None) == []
+    assert rank_answers("Who?", hits, spans, top_k=1, page_of=lambda d, o: None, ranker=PLAIN)[0]["answer"] == "Margaret Hale"
+    assert rank_answers("Who?", [], [], top_k=3, page_of=lambda d, o: None, ranker=PLAIN) == []
+    # retrieval_weight 0: retrieval only chooses the passages, the reader's score alone ranks
+    flat = AnswerRanker(AnswerConfig(type_rules=False, sentence_sharpness=0, retrieval_weight=0))
+    assert rank_answers("Who?", hits, spans, top_k=1, page_of=lambda d, o: None, ranker=flat)[0]["answer"] == "MARGARET HALE"
 
 
 def test_overlap_only_counts_within_one_document():
     other = Passage("e-p0", "e", "E", "e.pdf", 7, 0, 15, "The Hale family")
     hits = [_hit(0, "Hale.", 0.03), Hit(other, 0.03, 2, 2)]
     spans = [[FakeSpan("Hale", 0.6, 0, 4)], [FakeSpan("The Hale", 0.5, 0, 8), FakeSpan("hale", 0.4, 4, 8)]]
-    answers = rank_answers(hits, spans, top_k=3, page_of=lambda d, o: 1)
+    answers = rank_answers("Who?", hits, spans, top_k=3, page_of=lambda d, o: 1, ranker=PLAIN)
     # same offsets in another document do not overlap; the same text anywhere is one answer
     assert [(a["answer"], a["document"]) for a in answers] == [("Hale", "d.pdf"), ("The Hale", "e.pdf")]
 

@@ -10,7 +10,7 @@ def test_defaults_validate():
     cfg = load_config()
     assert cfg == Config()
     assert cfg.teacher.backend == "llamacpp"
-    assert cfg.train.max_length == 384 and cfg.train.doc_stride == 128
+    assert cfg.train.max_length == 192 and cfg.train.doc_stride == 64
 
 
 def test_yaml_and_overrides(tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from distillqa.config import QuestionsConfig
 from distillqa.questions.span_clozes import ROUTE, chunk_pairs, identity_cloze, sentence_clozes
 
 SENTENCE = "In 1830, Charles Lyell published the first volume of Principles of Geology in London."
@@ -54,9 +55,26 @@ def test_chunk_pairs_are_verbatim_and_each_sentence_is_used_once():
         for p in pairs:
             assert chunk["text"][p["answer_start"] : p["answer_start"] + len(p["answer"])] == p["answer"]
             assert p["route"] == ROUTE
-    absolute = [(first["start"] + p["answer_start"]) for p in pairs_1] + [(second["start"] + p["answer_start"]) for p in pairs_2]
+    absolute = [
+        (chunk["start"] + p["answer_start"], len(p["answer"])) for chunk, pairs in ((first, pairs_1), (second, pairs_2)) for p in pairs
+    ]
     assert len(absolute) == len(set(absolute))  # no span asked twice through the overlap
     answers_1 = {p["answer"] for p in pairs_1}
     assert "Basalt" in answers_1 and "Granite" not in answers_1  # the cut sentence waits for the next chunk
     answers_2 = {p["answer"] for p in pairs_2}
-    assert {"Granite", "quartz grains"} <= answers_2 and "heading" not in answers_2
+    assert {"Granite", "quartz grains and cement"} <= answers_2 and "heading" not in answers_2
+
+
+def test_span_answer_modes():
+    sentence = "Pharmacists advise patients on the proper use of prescription drugs."
+
+    def answers(mode: str) -> list[str]:
+        return [sentence[s:e] for s, e, _ in sentence_clozes(sentence, QuestionsConfig(span_answers=mode))]
+
+    words, phrases, every = answers("words"), answers("phrases"), answers("all")
+    assert "proper use of prescription drugs" in phrases and "advise" not in phrases  # noun phrases only
+    assert "advise" in words and all(len(a.split()) <= 2 for a in words)  # every content word, no overlap
+    # all: the phrases, the parts they join and the content words left, overlapping
+    assert {"proper use of prescription drugs", "proper use", "prescription drugs", "advise", "drugs"} <= set(every)
+    assert len(every) == len(set(every))
+

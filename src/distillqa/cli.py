@@ -214,16 +214,17 @@ def evaluate(
     if force:
         _fail("--force reruns the evaluate stage; scoring a SQuAD file always reads it anew")
     with _errors():
+        from distillqa.layout import RunFolder
+
+        cfg = RunFolder(target).saved_config(config, set_)
         if open_:
             from distillqa.app.ask import evaluate_open
 
-            scores = evaluate_open(target, data, predictions, quiet=quiet)
+            scores = evaluate_open(target, data, predictions, quiet=quiet, cfg=cfg)
         else:
-            from distillqa.layout import RunFolder
             from distillqa.student.evaluate import evaluate_file
 
-            cfg = RunFolder(target).saved_config(config, set_)
-            scores = evaluate_file(target, data, cfg.train, predictions, quiet=quiet)
+            scores = evaluate_file(target, data, cfg, predictions, quiet=quiet)
     if as_json:
         typer.echo(json.dumps(scores))
     else:

@@ -172,6 +172,10 @@ class QuestionsConfig(_Section):
     min_sentence_words: int = Field(
         5, ge=1, description="Shorter sentences (headings, captions) give no answer candidates or span clozes."
     )
+    span_answers: Literal["all", "phrases", "words"] = Field(
+        "all",
+        description="Span clozes ask, besides names, dates and numbers, for noun phrases ('phrases'), every content word ('words'), or both, with the parts of joined phrases ('all').",
+    )
 
 
 class DatasetConfig(_Section):
@@ -184,7 +188,7 @@ class DatasetConfig(_Section):
         8, ge=3, description="Drop a question copying this many consecutive passage words from outside the answer's sentence."
     )
     context_chars: int = Field(
-        1000, ge=100, description="Training passage around an answer; ~250 tokens fits a 384 window."
+        500, ge=100, description="Training passage around an answer; ~125 tokens fits a 192-token window with the question."
     )
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     span_clozes: bool = Field(
@@ -204,8 +208,10 @@ class TrainConfig(_Section):
     batch_size: int = Field(8, ge=1)
     weight_decay: float = 0.01
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_length: int = Field(384, ge=64)
-    doc_stride: int = Field(128, ge=16)
+    # Measured (docs/benchmarks.md): 192-token windows train ~40% faster than 384 and read people's
+    # questions as well; the bundled MiniLM was itself trained on 128-token inputs.
+    max_length: int = Field(192, ge=64, description="Tokens per reader window (question + passage), in training and reading.")
+    doc_stride: int = Field(64, ge=16, description="Tokens shared by consecutive windows of a long passage.")
     max_answer_length: int = Field(30, ge=1)
     eval_batch_size: int = Field(
         32,
@@ -258,6 +264,27 @@ class RetrievalConfig(_Section):
         return self
 
 
+class AnswerConfig(_Section):
+    """How an answer is chosen among the reader's candidate spans (`distillqa.student.ranking`): in
+    the evaluate stage, `evaluate`, `ask` and `serve` (read from the run's config.yaml when they load)."""
+
+    n_best: int = Field(20, ge=1, le=100, description="Candidate spans per passage that the ranker chooses among.")
+    type_rules: bool = Field(
+        True,
+        description="Discount answers of the wrong type for the wh-phrase, answers made of the question's words and lone lower-case words.",
+    )
+    sentence_sharpness: float = Field(
+        50.0,
+        ge=0,
+        description="Discount exp(s x (similarity - best)) for a span outside the sentence the embedder finds most similar to the question; 0 = off.",
+    )
+    retrieval_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Question alone: each passage's answers are scaled by (fused retrieval score / best) to this power; 0 = retrieval only chooses the passages.",
+    )
+
+
 class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     chunk: ChunkConfig = ChunkConfig()
@@ -267,6 +294,7 @@ class Config(_Section):
     dataset: DatasetConfig = DatasetConfig()
     train: TrainConfig = TrainConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    answer: AnswerConfig = AnswerConfig()
 
     @model_validator(mode="after")
     def _rules_within_dataset_filters(self) -> "Config":

@@ -76,7 +76,14 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "generate",
         "distillqa.teacher.generate:run_stage",
-        ("teacher", "generate", "questions"),  # questions: answer candidates and the cloze fallback
+        # the question limits of answer candidates and the cloze fallback (span_answers: build-dataset's)
+        (
+            "teacher",
+            "generate",
+            "questions.max_answer_words",
+            "questions.max_question_words",
+            "questions.min_sentence_words",
+        ),
         (CHUNKS,),
         (GENERATIONS, GENERATE_SUMMARY),
         resumable=True,
@@ -91,7 +98,8 @@ STAGES: tuple[Stage, ...] = (
         (QA, TRAIN, VALIDATION, DATASET_SUMMARY),
     ),
     Stage("train", "distillqa.student.train:run_stage", ("train",), (TRAIN, VALIDATION), (STUDENT,)),
-    Stage("evaluate", "distillqa.student.evaluate:run_stage", ("train",), (STUDENT, VALIDATION), (EVAL, EVAL_PREDICTIONS)),
+    # answer: how answers are chosen; retrieval.embedder: the sentence encoder of the answer ranker
+    Stage("evaluate", "distillqa.student.evaluate:run_stage", ("train", "answer", "retrieval.embedder"), (STUDENT, VALIDATION), (EVAL, EVAL_PREDICTIONS)),
     Stage(
         "report",
         "distillqa.app.report:run_stage",

@@ -1,18 +1,21 @@
 """Asking questions: of a run's documents (retrieve, then read) or of one given passage.
 
 Without a context, the question goes to the run's passage index, the student reads the best
-`max(retrieval.top_k, passages_per_answer × top_k)` passages in one batch (retrieval settings
+`max(retrieval.top_k, passages_per_answer × top_k)` passages in one batch (query-time settings
 read from the run's config.yaml when the Asker loads, so changing them needs no new index), and
-the answers are ranked by
+the `answer.n_best` spans of every passage are ranked together by `distillqa.student.ranking`:
 
-    score = reader probability × (passage's fused retrieval score / best fused score).
+    score = reader probability × answer-type rules × (retrieval score / best) ** retrieval_weight
+            × exp(sentence_sharpness × (similarity of the span's sentence to the question − best))
 
 The reader's probability is normalised within one passage, so on its own it cannot say which
-passage holds the answer (a random passage still has a "best" span); the retrieval factor, 1
-for the top passage and smaller below it, breaks those ties in favour of passages both
-retrievers liked. It is a product of two numbers in [0, 1], so it stays readable as a score.
-Identical answers (ignoring case, punctuation and spacing) from several passages, and answers
-overlapping a better one in the same document, are shown once, with their best score.
+passage holds the answer (a random passage still has a "best" span). The question-sentence
+similarity, from the index's own embedder, is comparable across passages: it picks the passage
+and the sentence, the reader the span within it (on Geology: end-to-end F1 12.5 with the reader
+and retrieval scores alone, 21.4 ranked; docs/benchmarks.md). Every factor is in [0, 1], so the
+score stays readable. Identical answers (ignoring case, punctuation and spacing) from several
+passages, and answers overlapping a better one in the same document, are shown once, with their
+best score. A given passage (`--context`) is ranked the same way, without retrieval.
 
 Every answer is a `records.AnswerRecord` as a dict (`{"answer", "score", "document", "page",
 "passage", "start", "end"}`, `passage[start:end] == answer`); the CLI's `--json` and the server's
@@ -28,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distillqa.config import Config
 from distillqa.errors import DistillqaError
-from distillqa.layout import INDEX, RunFolder
+from distillqa.layout import INDEX, MANIFEST, RunFolder
 from distillqa.records import AnswerRecord
 from distillqa.retrieval.index import META, Hit, PassageIndex
+from distillqa.student.ranking import AnswerRanker
 from distillqa.text import words
 
 if TYPE_CHECKING:
@@ -93,12 +98,14 @@ def dedupe(candidates: list[_Ranked], top_k: int) -> list[dict]:
 
 
 def rank_answers(
+    question: str,
     hits: Sequence[Hit],
     spans: Sequence[Sequence[Answer]],
     top_k: int,
     page_of: Callable[[str, int], int | None],
+    ranker: AnswerRanker,
 ) -> list[dict]:
-    """Combine retrieval and reader scores (see the module docstring) and dedupe.
+    """Rank every passage's candidates together (see the module docstring) and dedupe.
 
     `spans[i]` are the reader's answers for `hits[i].passage`; `page_of(doc_id, offset)` gives the
     page of the answer itself, which can be later than the page its passage starts on.
@@ -106,23 +113,25 @@ def rank_answers(
     if not hits:
         return []
     best = max(h.score for h in hits)
+    power = ranker.cfg.retrieval_weight
+    weights = [(h.score / best) ** power if best > 0 else 1.0 for h in hits]
     candidates = []
-    for hit, found in zip(hits, spans):
-        weight = hit.score / best if best > 0 else 1.0
-        passage = hit.passage
-        for span in found:
-            score = span.score * weight
-            start, end = passage.start + span.start, passage.start + span.end  # in the document's text
-            record = _record(span, score, passage.document, page_of(passage.doc_id, start), passage.text)
-            candidates.append(_Ranked(score, record, passage.doc_id, start, end))
+    for r in ranker.rank(question, [h.passage.text for h in hits], spans, weights):
+        passage, span = hits[r.context].passage, r.answer
+        start, end = passage.start + span.start, passage.start + span.end  # in the document's text
+        record = _record(span, r.score, passage.document, page_of(passage.doc_id, start), passage.text)
+        candidates.append(_Ranked(r.score, record, passage.doc_id, start, end))
     return dedupe(candidates, top_k)
 
 
 class Asker:
     """A run's passage index and student reader, loaded once, answering questions."""
 
-    def __init__(self, run_dir: Path, device: str | None = None, model_dir: Path | None = None):
-        """`model_dir` reads with another student than the run's own (benchmarks compare several)."""
+    def __init__(
+        self, run_dir: Path, device: str | None = None, model_dir: Path | None = None, cfg: Config | None = None
+    ):
+        """`model_dir` reads with another student than the run's own (benchmarks compare several);
+        `cfg` replaces the run's saved config (`evaluate --set`)."""
         from distillqa.student.reader import Reader, resolve_model_dir
 
         self.run_dir = Path(run_dir)
@@ -133,9 +142,12 @@ class Asker:
             raise DistillqaError(f"{index_dir}: no passage index: run `distillqa index {self.run_dir}` first")
         self.model_dir = resolve_model_dir(self.run_dir if model_dir is None else Path(model_dir))
         self.index = PassageIndex.load(index_dir)
-        # Query-time settings (top_k, passages_per_answer, candidates, rrf_k) come from the run's
+        # Query-time settings (retrieval.top_k and the like, answer.*) come from the run's
         # config.yaml as it is now, not from when the index was built; read only, never saved back.
-        self.retrieval = RunFolder(self.run_dir).saved_config().retrieval
+        cfg = cfg or RunFolder(self.run_dir).saved_config()
+        self.retrieval = cfg.retrieval
+        # sentences are embedded by the index's query encoder, loaded on first use
+        self.ranker = AnswerRanker(cfg.answer, lambda texts: self.index.query_encoder.encode(texts))
         self.reader: Reader = Reader.load(self.model_dir, device=device)
         # One question at a time: HF tokenizers raise "Already borrowed" when two threads share one.
         self._lock = threading.Lock()
@@ -155,8 +167,9 @@ class Asker:
         n_passages = max(cfg.top_k, cfg.passages_per_answer * top_k)
         with self._lock:
             hits = self.index.search(question, n_passages, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
-            spans = self.reader.answer([question] * len(hits), [h.passage.text for h in hits], top_k=top_k)
-        return rank_answers(hits, spans, top_k, self.index.page_of)
+            n_best = max(top_k, self.ranker.cfg.n_best)
+            spans = self.reader.answer([question] * len(hits), [h.passage.text for h in hits], top_k=n_best)
+            return rank_answers(question, hits, spans, top_k, self.index.page_of, self.ranker)
 
 
 def score_open(asker: Asker, examples: list[dict], quiet: bool = True) -> tuple[dict, dict[str, str]]:
@@ -178,10 +191,12 @@ def score_open(asker: Asker, examples: list[dict], quiet: bool = True) -> tuple[
     return {**score_examples(examples, predictions), "ms_per_question": round(ms, 2)}, predictions
 
 
-def evaluate_open(run_dir: Path, squad_path: Path, predictions_path: Path | None = None, quiet: bool = True) -> dict:
+def evaluate_open(
+    run_dir: Path, squad_path: Path, predictions_path: Path | None = None, quiet: bool = True, cfg: Config | None = None
+) -> dict:
     """`distillqa evaluate RUN DATA --open`: score a SQuAD v1.1 file with questions alone over the
-    run's index, optionally writing `{id: answer text}`. Returns the totals and `"mode": "open"`."""
-    from distillqa.layout import MANIFEST
+    run's index, optionally writing `{id: answer text}`. Returns the totals and `"mode": "open"`.
+    `cfg` replaces the run's saved config (query-time settings)."""
     from distillqa.student.evaluate import (
         check_predictions_path,
         load_examples,
@@ -193,22 +208,26 @@ def evaluate_open(run_dir: Path, squad_path: Path, predictions_path: Path | None
         raise DistillqaError(f"{run_dir}: --open needs a run folder with an index (it searches the run's documents), not a model folder")
     check_predictions_path(predictions_path)
     examples = load_examples(squad_path)  # a bad file fails before the models load
-    scores, predictions = score_open(Asker(run_dir), examples, quiet)
+    scores, predictions = score_open(Asker(run_dir, cfg=cfg), examples, quiet)
     if predictions_path is not None:
         write_predictions(predictions_path, predictions)
     return {**scores, "mode": "open"}
 
 
 def read_context(target: Path, question: str, context: str, top_k: int = 3) -> list[dict]:
-    """Answers found in one given passage by the model in `target` (a run or model folder)."""
+    """Answers found in one given passage by the model in `target` (a run or model folder), chosen
+    as the run's `answer` settings say (the defaults for a model folder)."""
+    from distillqa.student.evaluate import load_ranker
     from distillqa.student.reader import Reader
 
     question = check_question(question)
     if not context.strip():
         raise DistillqaError("the context is empty: give a passage with --context or --context-file")
     reader = Reader.load(target)
-    spans = reader.answer([question], [context], top_k=top_k)[0]
-    return dedupe([_Ranked(s.score, _record(s, s.score, None, None, context), "", s.start, s.end) for s in spans], top_k)
+    ranker = load_ranker(RunFolder(Path(target)).saved_config())
+    spans = reader.answer([question], [context], top_k=max(top_k, ranker.cfg.n_best))[0]
+    ranked = ranker.rank(question, [context], [spans])
+    return dedupe([_Ranked(r.score, _record(r.answer, r.score, None, None, context), "", r.answer.start, r.answer.end) for r in ranked], top_k)
 
 
 def _read_context_file(path: Path) -> str:

@@ -211,7 +211,7 @@ def ground_pair(
 def context_window(text: str, start: int, end: int, size: int) -> tuple[int, int]:
     """About `size` characters of `text` around `text[start:end]`, cut at sentence (else word) boundaries.
 
-    The window always holds the whole answer, and is centred on it so the reader's 384-token
+    The window always holds the whole answer, and is centred on it so the reader's
     window sees the answer with its evidence on both sides.
     """
     size = max(size, end - start)

@@ -85,7 +85,7 @@ def cloze_question(sentence: str, start: int, end: int, kind: str, limits: Quest
     listed = re.fullmatch(r"there\s+(are|were)\s+(.+?)\s*:\s*", sentence[:start], re.IGNORECASE)
     if listed and not sentence[end:].strip(" ."):  # "There are three types of rock: A, B and C."
         return _finish(f"{_WH_SLOT} {listed.group(1)} the {listed.group(2)}", "what", answer, max_words)
-    clause, start, end = _answer_clause(sentence, start, end)
+    clause, start, end = answer_clause(sentence, start, end)
     if _RELATIVE.match(clause):
         return None  # the answer sits in a relative clause ("which is called X"): no subject to ask about
     before, after = clause[:start], clause[end:]
@@ -102,7 +102,7 @@ def cloze_question(sentence: str, start: int, end: int, kind: str, limits: Quest
     return _finish(*_build(before, wh, after), answer, max_words)
 
 
-def _answer_clause(sentence: str, start: int, end: int) -> tuple[str, int, int]:
+def answer_clause(sentence: str, start: int, end: int) -> tuple[str, int, int]:
     """The clause holding the answer, without asides in brackets or commas; new answer offsets."""
     pieces, pos = [], 0
     for m in _CLAUSE_BREAK.finditer(sentence):

@@ -193,7 +193,7 @@ def _token_counter(model: SentenceTransformer) -> Callable[[str], int]:
     return lambda text: len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
-class _SentenceTransformerEncoder:
+class SentenceTransformerEncoder:
     """The embedder itself as a query encoder: the fallback when there is no ONNX export."""
 
     def __init__(self, name: str | None):
@@ -246,7 +246,7 @@ class PassageIndex:
         self.bm25 = bm25
         self.cfg = cfg
         self.directory = directory  # where it was loaded from: the exported query encoder lives there
-        self._encoder: query_encoder.OnnxQueryEncoder | _SentenceTransformerEncoder | None = None
+        self._encoder: query_encoder.OnnxQueryEncoder | SentenceTransformerEncoder | None = None
         self._encoder_lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -346,7 +346,7 @@ class PassageIndex:
 
     # -- searching --------------------------------------------------------------------------
     @property
-    def query_encoder(self) -> query_encoder.OnnxQueryEncoder | _SentenceTransformerEncoder:
+    def query_encoder(self) -> query_encoder.OnnxQueryEncoder | SentenceTransformerEncoder:
         """The exported ONNX encoder when the index has one and onnxruntime is installed, else
         sentence-transformers; loaded on first use."""
         with self._encoder_lock:
@@ -355,7 +355,7 @@ class PassageIndex:
                 if onnx_dir is not None and (onnx_dir / query_encoder.MODEL_FILE).is_file() and find_spec("onnxruntime"):
                     self._encoder = query_encoder.OnnxQueryEncoder(onnx_dir)
                 else:
-                    self._encoder = _SentenceTransformerEncoder(self.cfg.embedder)
+                    self._encoder = SentenceTransformerEncoder(self.cfg.embedder)
             return self._encoder
 
     def embed_query(self, query: str) -> np.ndarray:

@@ -32,6 +32,7 @@ from distillqa.layout import (
     RunFolder,
 )
 from distillqa.student.metrics import score_examples
+from distillqa.student.ranking import AnswerRanker, SentenceEncoder
 from distillqa.student.reader import Reader, load_base_student
 
 # The default lives in config.py; these functions are also called without a config (tests, benchmarks).
@@ -45,14 +46,19 @@ def predict(
     max_answer_length: int = 30,
     quiet: bool = True,
     description: str = "reading",
+    ranker: AnswerRanker | None = None,
 ) -> tuple[dict[str, str], float]:
-    """Best answer text per example id, and milliseconds of reading per question."""
+    """Best answer text per example id, and milliseconds of reading per question. With a `ranker`,
+    the best of the reader's `n_best` spans by the ranker's score, else the reader's first."""
     predictions: dict[str, str] = {}
+    top_k = ranker.cfg.n_best if ranker is not None else 1
     started = time.perf_counter()
     batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
     for batch in track(batches, len(batches), description, quiet):
         questions, contexts = [e["question"] for e in batch], [e["context"] for e in batch]
-        found = reader.answer(questions, contexts, max_answer_length=max_answer_length, batch_size=batch_size)
+        found = reader.answer(questions, contexts, top_k=top_k, max_answer_length=max_answer_length, batch_size=batch_size)
+        if ranker is not None:
+            found = [[r.answer for r in ranker.rank(q, [c], [spans])] for q, c, spans in zip(questions, contexts, found)]
         predictions.update((e["id"], spans[0].text if spans else "") for e, spans in zip(batch, found))
     ms = 1000 * (time.perf_counter() - started) / max(1, len(examples))
     return predictions, ms
@@ -63,6 +69,16 @@ def score_reader(reader: Reader, examples: list[dict], **predict_args: Any) -> t
     SQuAD examples: the totals and the answers they were computed from (`predict_args` as `predict`)."""
     predictions, ms = predict(reader, examples, **predict_args)
     return {**score_examples(examples, predictions), "ms_per_question": round(ms, 2)}, predictions
+
+
+def load_ranker(cfg: Config, encode: SentenceEncoder | None = None) -> AnswerRanker:
+    """The answer ranker of `cfg.answer`; its sentence encoder is `encode`, else the retrieval
+    embedder (loaded only when sentence selection is on)."""
+    if encode is None and cfg.answer.sentence_sharpness > 0:
+        from distillqa.retrieval.index import SentenceTransformerEncoder
+
+        encode = SentenceTransformerEncoder(cfg.retrieval.embedder).encode
+    return AnswerRanker(cfg.answer, encode)
 
 
 def load_examples(squad_path: Path) -> list[dict]:
@@ -87,19 +103,20 @@ def write_predictions(path: Path, predictions: dict[str, str]) -> None:
 def evaluate_file(
     model_dir: Path,
     squad_path: Path,
-    cfg: TrainConfig | None = None,
+    cfg: Config | None = None,
     predictions_path: Path | None = None,
     quiet: bool = True,
 ) -> dict:
     """Score a trained reader (model folder or run folder) on any SQuAD v1.1 file in reader mode:
-    each question is read with its gold paragraph. Returns the totals and `"mode": "reader"`."""
-    cfg = cfg or TrainConfig()
+    each question is read with its gold paragraph, answers chosen as `cfg.answer` says. Returns the
+    totals and `"mode": "reader"`."""
+    cfg = cfg or Config()
     check_predictions_path(predictions_path)
     examples = load_examples(squad_path)
-    reader = Reader.load(model_dir, max_length=cfg.max_length, doc_stride=cfg.doc_stride)
+    reader = Reader.load(model_dir)
     scores, predictions = score_reader(
-        reader, examples, batch_size=cfg.eval_batch_size, max_answer_length=cfg.max_answer_length, quiet=quiet,
-        description="reader mode",
+        reader, examples, batch_size=cfg.train.eval_batch_size, max_answer_length=cfg.train.max_answer_length,
+        quiet=quiet, description="reader mode", ranker=load_ranker(cfg),
     )
     if predictions_path is not None:
         write_predictions(predictions_path, predictions)
@@ -120,10 +137,15 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
         return {"validation_questions": 0}
     window = {"max_length": cfg.train.max_length, "doc_stride": cfg.train.doc_stride}
     model, tokenizer = load_base_student(cfg.train.student, cfg.train.seed)
-    score = {"batch_size": cfg.train.eval_batch_size, "max_answer_length": cfg.train.max_answer_length, "quiet": run.quiet}
+    score = {
+        "batch_size": cfg.train.eval_batch_size,
+        "max_answer_length": cfg.train.max_answer_length,
+        "quiet": run.quiet,
+        "ranker": load_ranker(cfg),
+    }
     baseline, baseline_answers = score_reader(Reader(model, tokenizer, **window), examples, description="baseline", **score)
     distilled, distilled_answers = score_reader(
-        Reader.load(run.path(STUDENT), **window), examples, description="distilled", **score
+        Reader.load(run.path(STUDENT)), examples, description="distilled", **score
     )
     per_question = {
         e["id"]: {

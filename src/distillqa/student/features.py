@@ -25,8 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from distillqa.config import TrainConfig
 from distillqa.errors import DistillqaError
 
+# the training defaults (config.py), for callers without a config (tests, benchmarks)
+MAX_LENGTH: int = TrainConfig.model_fields["max_length"].default
+DOC_STRIDE: int = TrainConfig.model_fields["doc_stride"].default
 MAX_QUESTION_TOKENS = 64
 N_BEST = 20  # start and end candidates kept per window before pairing them, as in utils_qa
 
@@ -53,7 +57,7 @@ def _question_first(tokenizer: Any) -> bool:
 def _window_limits(tokenizer: Any, max_length: int, doc_stride: int) -> tuple[int, int]:
     """(question token limit, stride) that always leave room for the context in a window.
 
-    With the defaults (384, 128) this is (64, 128). For short windows both shrink so that the
+    With windows of 384 and stride 128 this is (64, 128); with the defaults (192, 64), (64, 64). For short windows both shrink so that the
     context keeps at least half of the space and the stride stays below what the tokenizer allows.
     """
     free = max_length - tokenizer.num_special_tokens_to_add(pair=True)
@@ -101,7 +105,7 @@ def _context_range(sequence_ids: list[int | None], context_id: int) -> tuple[int
 
 
 def prepare_train_features(
-    examples: Sequence[dict], tokenizer: Any, max_length: int = 384, doc_stride: int = 128
+    examples: Sequence[dict], tokenizer: Any, max_length: int = MAX_LENGTH, doc_stride: int = DOC_STRIDE
 ) -> list[dict[str, Any]]:
     """Training windows with `start_positions`/`end_positions` labels (token indices).
 
@@ -132,7 +136,7 @@ def prepare_train_features(
 
 
 def prepare_eval_features(
-    questions: Sequence[str], contexts: Sequence[str], tokenizer: Any, max_length: int = 384, doc_stride: int = 128
+    questions: Sequence[str], contexts: Sequence[str], tokenizer: Any, max_length: int = MAX_LENGTH, doc_stride: int = DOC_STRIDE
 ) -> list[dict[str, Any]]:
     """Inference windows: model inputs plus `example_index` and `offset_mapping`.
 

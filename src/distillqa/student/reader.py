@@ -19,8 +19,11 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, set_seed
 
 from distillqa.errors import DistillqaError
+from distillqa.io import read_json, write_json
 from distillqa.models import pick_device, resolve_encoder
-from distillqa.student.features import Answer, check_tokenizer, postprocess_predictions, prepare_eval_features
+from distillqa.student.features import DOC_STRIDE, MAX_LENGTH, Answer, check_tokenizer, postprocess_predictions, prepare_eval_features
+
+WINDOW_FILE = "reader_window.json"  # in a trained student's folder: {"max_length", "doc_stride"}
 
 
 def resolve_model_dir(path: Path | str) -> Path:
@@ -33,6 +36,11 @@ def resolve_model_dir(path: Path | str) -> Path:
     if (path / "manifest.json").is_file():
         raise DistillqaError(f"{path}: this run has no trained student yet: run `distillqa train {path}` first")
     raise DistillqaError(f"{path}: not a run folder with a student/ nor a model folder with config.json")
+
+
+def save_window(model_dir: Path, max_length: int, doc_stride: int) -> None:
+    """Record the windows a student was trained with, so every reader of it reads the same way."""
+    write_json(model_dir / WINDOW_FILE, {"max_length": max_length, "doc_stride": doc_stride})
 
 
 @contextmanager
@@ -79,8 +87,8 @@ def load_base_student(name: str | None, seed: int) -> tuple[Any, Any]:
 class Reader:
     """An extractive QA model plus its tokenizer and window settings.
 
-    `device=None` picks CUDA when available, else CPU. Windows default to the training settings
-    (384 tokens, stride 128) and are capped at the model's position embeddings.
+    `device=None` picks CUDA when available, else CPU. Windows default to the training defaults
+    (config.py) and are capped at the model's position embeddings.
     """
 
     def __init__(
@@ -88,8 +96,8 @@ class Reader:
         model: Any,
         tokenizer: Any,
         device: str | torch.device | None = None,
-        max_length: int = 384,
-        doc_stride: int = 128,
+        max_length: int = MAX_LENGTH,
+        doc_stride: int = DOC_STRIDE,
     ):
         check_tokenizer(tokenizer, getattr(tokenizer, "name_or_path", "tokenizer"))
         self.device = torch.device(device) if device is not None else pick_device()
@@ -105,10 +113,12 @@ class Reader:
         cls,
         model_dir: Path | str,
         device: str | torch.device | None = None,
-        max_length: int = 384,
-        doc_stride: int = 128,
+        max_length: int | None = None,
+        doc_stride: int | None = None,
     ) -> Reader:
-        """Load a trained reader from a model folder (or a run folder's `student/`)."""
+        """Load a trained reader from a model folder (or a run folder's `student/`). Windows default
+        to the ones it was trained with (`WINDOW_FILE`, written by the train stage), else the
+        training defaults."""
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
         model_dir = resolve_model_dir(model_dir)
@@ -118,7 +128,14 @@ class Reader:
                 model = AutoModelForQuestionAnswering.from_pretrained(model_dir, dtype=torch.float32)
         except (OSError, ValueError) as e:
             raise DistillqaError(f"{model_dir}: cannot load the reader: {str(e).splitlines()[0]}") from None
-        return cls(model, tokenizer, device=device, max_length=max_length, doc_stride=doc_stride)
+        saved = read_json(model_dir / WINDOW_FILE) if (model_dir / WINDOW_FILE).is_file() else {}
+        return cls(
+            model,
+            tokenizer,
+            device=device,
+            max_length=max_length or saved.get("max_length", MAX_LENGTH),
+            doc_stride=doc_stride or saved.get("doc_stride", DOC_STRIDE),
+        )
 
     def answer(
         self,

@@ -47,7 +47,7 @@ from distillqa.models import cuda_precision
 from distillqa.student.evaluate import predict
 from distillqa.student.features import prepare_eval_features, prepare_train_features
 from distillqa.student.metrics import score_examples
-from distillqa.student.reader import Reader, load_base_student, quiet_transformers
+from distillqa.student.reader import Reader, load_base_student, quiet_transformers, save_window
 
 log = logging.getLogger("distillqa")
 LOG_POINTS = 50  # training-loss points in training_log.json, whatever the data size
@@ -235,6 +235,7 @@ def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg:
             parameters = sum(p.numel() for p in trainer.model.parameters())
             # plain writes: the whole folder is renamed into place only once complete
             (tmp / "training_log.json").write_text(json.dumps(training_log, indent=2), encoding="utf-8")
+            save_window(tmp, cfg.max_length, cfg.doc_stride)
             (tmp / "README.md").write_text(_model_card(base_model, stats, cfg, training_log, parameters), encoding="utf-8")
     finally:
         shutil.rmtree(work, ignore_errors=True)
