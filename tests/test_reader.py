@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 from distillqa.errors import DistillqaError
 from distillqa.models import bundled_encoder
 from distillqa.student.features import prepare_eval_features
-from distillqa.student.reader import Reader, resolve_model_dir
+from distillqa.student.reader import Reader, resolve_model_dir, save_window
 from tests.helpers import tiny_bert
 
 FILLER = "Rocks form slowly over many years in layers of sand and mud. "
@@ -155,3 +155,13 @@ def test_load_accepts_a_run_folder_and_reports_bad_folders(tmp_path, tiny_dir):
     (broken / "config.json").write_text("{not json")
     with pytest.raises(DistillqaError, match="cannot load"):
         Reader.load(broken)
+
+
+def test_load_reads_with_the_windows_the_student_was_trained_with(tmp_path):
+    model = tiny_bert(tmp_path / "model")
+    plain = Reader.load(model, device="cpu")  # no window file: run_qa.py's windows
+    assert (plain.max_length, plain.doc_stride) == (384, 128)
+    save_window(model, 192, 64)
+    saved = Reader.load(model, device="cpu")
+    assert (saved.max_length, saved.doc_stride) == (192, 64)
+    assert Reader.load(model, device="cpu", max_length=256).max_length == 256  # an explicit window wins

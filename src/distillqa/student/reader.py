@@ -24,6 +24,7 @@ from distillqa.models import pick_device, resolve_encoder
 from distillqa.student.features import DOC_STRIDE, MAX_LENGTH, Answer, check_tokenizer, postprocess_predictions, prepare_eval_features
 
 WINDOW_FILE = "reader_window.json"  # in a trained student's folder: {"max_length", "doc_stride"}
+RUN_QA_WINDOW = {"max_length": 384, "doc_stride": 128}  # transformers' run_qa.py defaults
 
 
 def resolve_model_dir(path: Path | str) -> Path:
@@ -117,8 +118,8 @@ class Reader:
         doc_stride: int | None = None,
     ) -> Reader:
         """Load a trained reader from a model folder (or a run folder's `student/`). Windows default
-        to the ones it was trained with (`WINDOW_FILE`, written by the train stage), else the
-        training defaults."""
+        to the ones it was trained with (`WINDOW_FILE`, written by the train stage), else
+        `RUN_QA_WINDOW`."""
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
         model_dir = resolve_model_dir(model_dir)
@@ -128,13 +129,15 @@ class Reader:
                 model = AutoModelForQuestionAnswering.from_pretrained(model_dir, dtype=torch.float32)
         except (OSError, ValueError) as e:
             raise DistillqaError(f"{model_dir}: cannot load the reader: {str(e).splitlines()[0]}") from None
-        saved = read_json(model_dir / WINDOW_FILE) if (model_dir / WINDOW_FILE).is_file() else {}
+        # a QA model from elsewhere (or a student trained before windows were saved) was trained
+        # with run_qa.py's windows
+        saved = read_json(model_dir / WINDOW_FILE) if (model_dir / WINDOW_FILE).is_file() else RUN_QA_WINDOW
         return cls(
             model,
             tokenizer,
             device=device,
-            max_length=max_length or saved.get("max_length", MAX_LENGTH),
-            doc_stride=doc_stride or saved.get("doc_stride", DOC_STRIDE),
+            max_length=max_length or saved["max_length"],
+            doc_stride=doc_stride or saved["doc_stride"],
         )
 
     def answer(
