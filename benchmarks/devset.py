@@ -245,7 +245,9 @@ def _mean_range(values: list[float]) -> str:
     if not values:
         return "-"
     mean = statistics.mean(values)
-    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ({min(values):.1f}-{max(values):.1f})"
+    if min(values) == max(values):
+        return f"{mean:g}" if float(mean).is_integer() else f"{mean:.1f}"
+    return f"{mean:.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def render(results: dict) -> str:
