@@ -38,7 +38,7 @@ class FakeSpan:
 
 
 # the reader's and the retriever's scores only: no rules, no sentence encoder
-PLAIN = AnswerRanker(AnswerConfig(type_rules=False, sentence_sharpness=0))
+PLAIN = AnswerRanker(AnswerConfig(type_rules=False, sentence_sharpness=0, reader_weight=1))
 
 
 def _hit(n: int, text: str, score: float) -> Hit:
@@ -62,7 +62,7 @@ def test_rank_answers_weights_by_retrieval_and_dedupes():
     assert rank_answers("Who?", hits, spans, top_k=1, page_of=lambda d, o: None, ranker=PLAIN)[0]["answer"] == "Margaret Hale"
     assert rank_answers("Who?", [], [], top_k=3, page_of=lambda d, o: None, ranker=PLAIN) == []
     # retrieval_weight 0: retrieval only chooses the passages, the reader's score alone ranks
-    flat = AnswerRanker(AnswerConfig(type_rules=False, sentence_sharpness=0, retrieval_weight=0))
+    flat = AnswerRanker(AnswerConfig(type_rules=False, sentence_sharpness=0, reader_weight=1, retrieval_weight=0))
     assert rank_answers("Who?", hits, spans, top_k=1, page_of=lambda d, o: None, ranker=flat)[0]["answer"] == "MARGARET HALE"
 
 

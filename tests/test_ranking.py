@@ -6,9 +6,11 @@ import pytest
 from distillqa.config import AnswerConfig
 from distillqa.student.features import Answer
 from distillqa.student.ranking import (
+    CROSSES_SENTENCE_FACTOR,
     DATE,
     NAME,
     NUMBER,
+    SHARED_WORDS_FACTOR,
     AnswerRanker,
     asked_type,
     has_type,
@@ -53,6 +55,16 @@ def test_rule_factor_orders_candidates():
     assert rule_factor(question, "lighthouse") < rule_factor(question, "Margaret Hale")  # the question's word, lone lower-case
     assert rule_factor("What does it burn?", "oil") == 0.5  # a lone lower-case word: mild
     assert rule_factor("What does it burn?", "kerosene oil") == 1.0
+    # repeating some of the question's words: mild (people's answers do for ~1 question in 5)
+    assert rule_factor("Who designed the burner?", "burner maker Margaret Hale") == SHARED_WORDS_FACTOR
+
+
+def test_spans_over_a_sentence_end_are_discounted():
+    question = "Who designed its burner?"
+    spans = [span("1871. Margaret Hale", 0.6), span("Margaret Hale", 0.4)]
+    ranked = AnswerRanker(AnswerConfig(sentence_sharpness=0, reader_weight=1)).rank(question, [CONTEXT], [spans])
+    assert [r.answer.text for r in ranked] == ["Margaret Hale", "1871. Margaret Hale"]
+    assert ranked[1].score == pytest.approx(0.6 * CROSSES_SENTENCE_FACTOR)
 
 
 def test_rules_pick_the_answer_of_the_asked_type():
@@ -66,6 +78,17 @@ def test_rules_pick_the_answer_of_the_asked_type():
     ranked = AnswerRanker(AnswerConfig(type_rules=False, sentence_sharpness=0)).rank("When?", [CONTEXT], [spans])
     assert ranked[0].answer.text == "burner"  # without rules: the reader's order
 
+
+
+def test_reader_weight_sets_how_much_the_reader_counts():
+    question = "What does it burn?"  # only the lone lower-case rule (x0.5) applies, to "oil"
+    spans = [span("oil", 0.9), span("Margaret Hale", 0.1)]
+    weighted = AnswerRanker(AnswerConfig(sentence_sharpness=0, reader_weight=1.0)).rank(question, [CONTEXT], [spans])
+    halved = AnswerRanker(AnswerConfig(sentence_sharpness=0, reader_weight=0.5)).rank(question, [CONTEXT], [spans])
+    flat = AnswerRanker(AnswerConfig(sentence_sharpness=0, reader_weight=0.0)).rank(question, [CONTEXT], [spans])
+    assert [r.answer.text for r in weighted] == ["oil", "Margaret Hale"] and weighted[0].score == pytest.approx(0.45)
+    assert halved[0].score == pytest.approx(0.9**0.5 * 0.5) and halved[1].score == pytest.approx(0.1**0.5)
+    assert flat[0].answer.text == "Margaret Hale" and flat[0].score == 1.0  # the rules alone
 
 def fake_encoder(favourite: str):
     """Embeds the question as [1, 0] and each sentence as [1, 0] if it contains `favourite`, else [0, 1]."""

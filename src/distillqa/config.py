@@ -268,13 +268,21 @@ class AnswerConfig(_Section):
     """How an answer is chosen among the reader's candidate spans (`distillqa.student.ranking`): in
     the evaluate stage, `evaluate`, `ask` and `serve` (read from the run's config.yaml when they load)."""
 
-    n_best: int = Field(20, ge=1, le=100, description="Candidate spans per passage that the ranker chooses among.")
+    # Measured (docs/benchmarks.md): the reader's first 20 spans hold the right one far less often
+    # than all it proposes (~130 per passage; 20 starts x 20 ends): ranking all of them pays most.
+    n_best: int = Field(200, ge=1, le=400, description="Candidate spans per passage that the ranker chooses among.")
+    reader_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Power of the reader's span probability in the score: 1 = as is, lower = trust the rules and the sentence more, 0 = ignore it.",
+    )
     type_rules: bool = Field(
         True,
         description="Discount answers of the wrong type for the wh-phrase, answers made of the question's words and lone lower-case words.",
     )
     sentence_sharpness: float = Field(
-        50.0,
+        100.0,
         ge=0,
         description="Discount exp(s x (similarity - best)) for a span outside the sentence the embedder finds most similar to the question; 0 = off.",
     )

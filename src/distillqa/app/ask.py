@@ -5,7 +5,7 @@ Without a context, the question goes to the run's passage index, the student rea
 read from the run's config.yaml when the Asker loads, so changing them needs no new index), and
 the `answer.n_best` spans of every passage are ranked together by `distillqa.student.ranking`:
 
-    score = reader probability × answer-type rules × (retrieval score / best) ** retrieval_weight
+    score = reader probability ** reader_weight × answer-type rules × (retrieval score / best) ** retrieval_weight
             × exp(sentence_sharpness × (similarity of the span's sentence to the question − best))
 
 The reader's probability is normalised within one passage, so on its own it cannot say which

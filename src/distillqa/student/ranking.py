@@ -5,8 +5,9 @@ of its top 5 scores 33-54 F1, its first pick 15-32; docs/benchmarks.md). Two sig
 reader can use, with nothing fitted to a document, pick better:
 
 - rules: an answer of the wrong type for the wh-phrase (a percentage for "when", a verb for
-  "how many", a lower-case word for "who"), an answer made only of the question's own words, and
-  a lone lower-case word are each multiplied by a factor below 1;
+  "how many", a lower-case word for "who"), an answer made only of the question's own words (or
+  repeating some of them), a lone lower-case word and a span running over a sentence end are
+  each multiplied by a factor below 1;
 - the question's sentence: the embedder (MiniLM was trained on question/passage pairs) scores each
   sentence against the question, and a span outside the most similar sentence is discounted by
   exp(sharpness × (its sentence's similarity − the best)). About 92% of SQuAD questions are
@@ -15,9 +16,11 @@ reader can use, with nothing fitted to a document, pick better:
 Cosine similarities are comparable across passages, unlike the reader's probability (normalised
 within one passage), so the same score also ranks answers from different retrieved passages:
 
-    score = reader probability × rule factor × passage weight × exp(sharpness × (sim − best sim))
+    score = reader probability ^ reader_weight × rule factor × passage weight × exp(sharpness × (sim − best sim))
 
-Every factor is at most 1, so the score stays in [0, 1].
+Every factor is at most 1, so the score stays in [0, 1]. The ranker sees every span the reader
+proposes (`answer.n_best`, ~130 per passage), not only its first few: the reader's top 20 hold a
+right answer far less often than the sentence the embedder picks does (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ SentenceEncoder = Callable[[list[str]], np.ndarray]
 
 # Ordinal factors (strong, strong, mild), not fitted: each only reorders the reader's own candidates.
 QUESTION_WORDS_FACTOR = 0.05  # the answer only repeats the question's words: almost never right
+SHARED_WORDS_FACTOR = 0.5  # it repeats some of them: people's answers do for ~1 question in 5
+CROSSES_SENTENCE_FACTOR = 0.2  # it runs over a sentence end: answers lie within one sentence
 TYPE_MISMATCH_FACTOR = 0.2  # not of the type the wh-phrase asks for
 LONE_LOWER_FACTOR = 0.5  # one lower-case word: often a verb or adjective, rarely what people ask for
 
@@ -80,9 +85,12 @@ def has_type(answer: str, kind: str) -> bool:
 def rule_factor(question: str, answer: str) -> float:
     """The product of the rules' factors for one candidate answer (1.0 when no rule applies)."""
     content = [w for w in words(answer) if w not in STOPWORDS]
+    asked = set(words(question)) - STOPWORDS
     factor = 1.0
-    if not content or set(content) <= set(words(question)) - STOPWORDS:
+    if not content or set(content) <= asked:
         factor *= QUESTION_WORDS_FACTOR
+    elif asked.intersection(content):
+        factor *= SHARED_WORDS_FACTOR
     kind = asked_type(question)
     if kind is not None and not has_type(answer, kind):
         factor *= TYPE_MISMATCH_FACTOR
@@ -122,15 +130,18 @@ class AnswerRanker:
         `spans[i]` are the reader's candidates in `contexts[i]`; `weights[i]` (default 1) scales a
         whole context, e.g. by its retrieval score.
         """
-        sentence_sims = self._sentence_similarities(question, contexts, spans)
+        bounds = [_sentence_bounds(context) for context in contexts]
+        sentence_sims = self._sentence_similarities(question, contexts, spans, bounds)
         best = max((s for sims in sentence_sims for _, _, s in sims), default=0.0)
         ranked = []
         for i, found in enumerate(spans):
             weight = 1.0 if weights is None else weights[i]
             for answer in found:
-                score = answer.score * weight
+                score = answer.score**self.cfg.reader_weight * weight
                 if self.cfg.type_rules:
                     score *= rule_factor(question, answer.text)
+                    if any(answer.start < start < answer.end for start, _ in bounds[i]):
+                        score *= CROSSES_SENTENCE_FACTOR
                 if sentence_sims[i]:
                     sim = next((s for a, b, s in sentence_sims[i] if a <= answer.start < b), best)
                     score *= math.exp(self.cfg.sentence_sharpness * (sim - best))
@@ -139,16 +150,19 @@ class AnswerRanker:
         return ranked
 
     def _sentence_similarities(
-        self, question: str, contexts: Sequence[str], spans: Sequence[Sequence[Answer]]
+        self,
+        question: str,
+        contexts: Sequence[str],
+        spans: Sequence[Sequence[Answer]],
+        bounds: Sequence[list[tuple[int, int]]],
     ) -> list[list[tuple[int, int, float]]]:
         """(start, end, cosine similarity to the question) of each sentence holding a candidate,
         per context; empty lists without an encoder. One encoder call for the whole question."""
         if self.encode is None:
             return [[] for _ in contexts]
-        per_context: list[list[tuple[int, int]]] = []
-        for context, found in zip(contexts, spans):
-            bounds = _sentence_bounds(context)
-            per_context.append([(a, b) for a, b in bounds if any(a <= s.start < b for s in found)])
+        per_context = [
+            [(a, b) for a, b in sentences if any(a <= s.start < b for s in found)] for sentences, found in zip(bounds, spans)
+        ]
         texts = [contexts[i][a:b] for i, bounds in enumerate(per_context) for a, b in bounds]
         if not texts:
             return [[] for _ in contexts]
