@@ -53,6 +53,7 @@ from distillqa.text import words
 DEVSET = Path(__file__).resolve().parents[2] / "shared" / "devset"
 ARTICLES = ["geology", "1973_oil_crisis", "pharmacy"]
 SEEDS = [42, 43]
+RESULTS = "devset_results.json"
 PLAIN = ["answer.type_rules=false", "answer.sentence_sharpness=0"]  # the reader's first span
 SEED_PROMPT = (
     "Generate 5-8 question-answer pairs from the following text. For each pair give the question, "
@@ -204,9 +205,9 @@ def score(article: str, reader: Reader, cfg: Config, base: Run, model_dir: Path 
 
 def run_variant(
     name: str, overrides: list[str], articles: list[str], seeds: list[int], work: Path, adopt: Path | None
-) -> dict:
-    """Every article x seed of one variant; returns {article: {seed: row}}."""
-    results: dict = {}
+) -> None:
+    """Every article x seed of one variant, each row saved as soon as it is measured (`save_row`),
+    so a run stopped halfway keeps what it measured."""
     base_cfg = load_config(None, [])
     for article in articles:
         base = base_run(article, work, base_cfg, adopt)
@@ -235,9 +236,18 @@ def run_variant(
                     **question_shape(run.path("train.json")),
                 )
             row["seconds"] = round(time.time() - started, 1)
-            results.setdefault(article, {})[str(seed)] = row
+            save_row(work / RESULTS, name, overrides, article, seed, row)
             print(f"{name} {article} seed {seed}: {json.dumps(row)}", flush=True)
-    return results
+
+
+def save_row(path: Path, name: str, overrides: list[str], article: str, seed: int, row: dict) -> None:
+    """Add one article x seed row of a variant to the results file (re-read first: another
+    variant may be running beside this one)."""
+    results = read_json(path) if path.is_file() else {"machine": machine(), "variants": {}}
+    entry = results["variants"].setdefault(name, {"overrides": overrides, "runs": {}})
+    entry["overrides"] = overrides
+    entry["runs"].setdefault(article, {})[str(seed)] = row
+    write_json(path, results)
 
 
 def _mean_range(values: list[float]) -> str:
@@ -288,21 +298,16 @@ def main() -> None:
     parser.add_argument("--adopt", type=Path, help="folder of earlier runs named after the articles whose generations to reuse")
     parser.add_argument("--render", action="store_true", help="only print the table of WORK/devset_results.json")
     args = parser.parse_args()
-    path = args.work / "devset_results.json"
-    results = read_json(path) if path.is_file() else {"machine": machine(), "variants": {}}
+    path = args.work / RESULTS
     if not args.render:
         if not args.variant:
             parser.error("give --variant NAME (or --render)")
         if not DEVSET.is_dir():
             raise SystemExit(f"error: {DEVSET} not found: the devset must be beside the checkout")
-        runs = run_variant(args.variant, args.overrides, args.articles, args.seeds, args.work, args.adopt)
-        results = read_json(path) if path.is_file() else results  # another variant may have finished meanwhile
-        entry = results["variants"].setdefault(args.variant, {"overrides": args.overrides, "runs": {}})
-        entry["overrides"] = args.overrides
-        for article, by_seed in runs.items():
-            entry["runs"].setdefault(article, {}).update(by_seed)
-        write_json(path, results)
-    print(render(results))
+        run_variant(args.variant, args.overrides, args.articles, args.seeds, args.work, args.adopt)
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found: nothing measured yet")
+    print(render(read_json(path)))
 
 
 def machine() -> str:
