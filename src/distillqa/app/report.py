@@ -174,7 +174,7 @@ def render_markdown(r: dict, curve: bool) -> str:
             " and by rules), held out by chunk. Their EM/F1 says how well the student learned this run's"
             " kind of question; it is not a score on questions people ask, which is far lower: with"
             " the default teacher and student, students scoring F1 90-93 on their own validation"
-            " questions scored F1 20-32 on people's questions about the same three articles"
+            " questions scored F1 27-41 on people's questions about the same three articles"
             " (docs/benchmarks.md, devset). To measure"
             " that, write real questions with their answers as a SQuAD v1.1 file and run"
             " `distillqa evaluate RUN questions.json --open`."
