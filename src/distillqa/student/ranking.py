@@ -39,7 +39,7 @@ from distillqa.text import STOPWORDS, sentence_spans, words
 # texts -> one L2-normalised row per text (OnnxQueryEncoder.encode, SentenceTransformerEncoder.encode)
 SentenceEncoder = Callable[[list[str]], np.ndarray]
 
-# Ordinal factors (strong, strong, mild), not fitted: each only reorders the reader's own candidates.
+# Ordinal factors (strong or mild), not fitted to a document: each only reorders the reader's own candidates.
 QUESTION_WORDS_FACTOR = 0.05  # the answer only repeats the question's words: almost never right
 SHARED_WORDS_FACTOR = 0.5  # it repeats some of them: people's answers do for ~1 question in 5
 CROSSES_SENTENCE_FACTOR = 0.2  # it runs over a sentence end: answers lie within one sentence
