@@ -29,6 +29,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -82,16 +83,21 @@ def has_type(answer: str, kind: str) -> bool:
     return any(w[:1].isupper() for w in answer.split())
 
 
+@lru_cache(maxsize=64)
+def _question_facts(question: str) -> tuple[frozenset[str], str | None]:
+    """The question's content words and asked type, computed once for its ~130 candidates per passage."""
+    return frozenset(words(question)) - STOPWORDS, asked_type(question)
+
+
 def rule_factor(question: str, answer: str) -> float:
     """The product of the rules' factors for one candidate answer (1.0 when no rule applies)."""
     content = [w for w in words(answer) if w not in STOPWORDS]
-    asked = set(words(question)) - STOPWORDS
+    asked, kind = _question_facts(question)
     factor = 1.0
     if not content or set(content) <= asked:
         factor *= QUESTION_WORDS_FACTOR
     elif asked.intersection(content):
         factor *= SHARED_WORDS_FACTOR
-    kind = asked_type(question)
     if kind is not None and not has_type(answer, kind):
         factor *= TYPE_MISMATCH_FACTOR
     if len(answer.split()) == 1 and answer.islower():
