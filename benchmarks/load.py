@@ -1,13 +1,14 @@
 """Load test for `distillqa serve`: many concurrent POST /ask requests over loopback.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/load.py [RUN] [--requests 500] [--concurrency 16]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/load.py [RUN] [--requests 200] [--concurrency 1 8 32]
 
-Starts `distillqa serve RUN` in a subprocess on 127.0.0.1 (a free port), waits for /health,
-sends `--requests` questions with at most `--concurrency` in flight (httpx), and reports latency
-percentiles, requests per second and errors (which must be 0: the exit status is 1 otherwise).
-Without RUN it builds a small run in a temporary folder: a few documents, the real passage
-index, and a student with the bundled MiniLM encoder and an untrained QA head, so each request
-costs what it costs with a real MiniLM student (answers are meaningless).
+Starts `distillqa serve RUN` in a subprocess on 127.0.0.1 (a free port), waits for /health, and
+for each `--concurrency` level sends `--requests` questions with at most that many in flight
+(httpx); reports latency percentiles, requests per second and errors (which must be 0: the exit
+status is 1 otherwise). Without RUN it builds a small run in a temporary folder as `distillqa
+run` leaves it: a few documents, the real passage index, and a student with the bundled MiniLM
+encoder and an untrained QA head, exported to ONNX (`--no-export`: PyTorch only), so each
+request costs what it costs with a real MiniLM student (answers are meaningless).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ DOCUMENTS = {
 }
 
 
-def build_run(root: Path) -> Path:
-    """A servable run folder: documents.jsonl, index/ and a MiniLM student with a random QA head."""
+def build_run(root: Path, export: bool = True) -> Path:
+    """A servable run folder: documents.jsonl, index/ and a MiniLM student with a random QA head
+    (and its ONNX export)."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -80,6 +82,10 @@ def build_run(root: Path) -> Path:
     hf_logging.set_verbosity_error()  # the QA head is new on purpose: no load report
     AutoModelForQuestionAnswering.from_pretrained(bundled_encoder()).save_pretrained(root / "student")
     AutoTokenizer.from_pretrained(bundled_encoder()).save_pretrained(root / "student")
+    if export:
+        from distillqa.student.export import export_student
+
+        export_student(root / "student", root / "student_onnx")
     return root
 
 
@@ -132,8 +138,9 @@ async def load(url: str, n: int, concurrency: int, top_k: int, timeout_s: float)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", nargs="?", type=Path, help="A run folder with index/ and student/ (default: build one).")
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--no-export", action="store_true", help="built run: no ONNX export (PyTorch reader)")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--timeout-s", type=float, default=600, help="Give up on the whole load after this long.")
     args = parser.parse_args(argv)
@@ -142,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         run = args.run
         if run is None:
             print("building a small run (real index, MiniLM student with an untrained QA head)...", flush=True)
-            run = build_run(Path(tmp) / "run")
+            run = build_run(Path(tmp) / "run", export=not args.no_export)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
@@ -151,27 +158,33 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.DEVNULL,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
+        failed = False
         try:
             health = wait_for_health(url, server, timeout_s=300)
-            print(f"serving {health['documents']} documents, {health['passages']} passages, reader {health['model']} at {url}")
-            latencies, errors, wall = asyncio.run(load(url, args.requests, args.concurrency, args.top_k, args.timeout_s))
+            print(
+                f"serving {health['documents']} documents, {health['passages']} passages, reader {health['model']} "
+                f"({health.get('reader_runtime', 'torch')}) at {url}"
+            )
+            for concurrency in args.concurrency:
+                latencies, errors, wall = asyncio.run(load(url, args.requests, concurrency, args.top_k, args.timeout_s))
+                ms = sorted(latencies)
+                p95 = ms[min(len(ms) - 1, int(0.95 * len(ms)))]
+                print(
+                    f"{len(ms)} requests, concurrency {concurrency}, top_k {args.top_k}: "
+                    f"p50 {statistics.median(ms):.0f} ms  p95 {p95:.0f} ms  max {ms[-1]:.0f} ms  "
+                    f"{len(ms) / wall:.1f} requests/s  errors {len(errors)}",
+                    flush=True,
+                )
+                for error in errors[:5]:
+                    print(f"  error: {error}")
+                failed = failed or bool(errors)
         finally:
             server.terminate()
             try:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
-
-    ms = sorted(latencies)
-    p95 = ms[min(len(ms) - 1, int(0.95 * len(ms)))]
-    print(
-        f"{len(ms)} requests, concurrency {args.concurrency}, top_k {args.top_k}: "
-        f"p50 {statistics.median(ms):.0f} ms  p95 {p95:.0f} ms  max {ms[-1]:.0f} ms  "
-        f"{len(ms) / wall:.1f} requests/s  errors {len(errors)}"
-    )
-    for error in errors[:5]:
-        print(f"  error: {error}")
-    return 1 if errors else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

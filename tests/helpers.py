@@ -14,14 +14,15 @@ from distillqa.retrieval.index import PassageIndex
 from distillqa.teacher.base import GenerationRequest, GenerationResult
 
 
-def tiny_bert(path: Path, qa_head: bool = True, seed: int = 0) -> Path:
+def tiny_bert(path: Path, qa_head: bool = True, seed: int = 0, initializer_range: float = 0.02) -> Path:
     """A 2-layer, 32-wide random BERT (with a QA head, or a bare encoder like MiniLM) and the
     bundled MiniLM tokenizer, saved to `path`: loads and trains in seconds, and real enough."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_encoder())
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=len(tokenizer))
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=len(tokenizer),
+                        initializer_range=initializer_range)
     torch.manual_seed(seed)
     (BertForQuestionAnswering if qa_head else BertModel)(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

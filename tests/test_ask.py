@@ -116,7 +116,9 @@ def test_asker_reads_retrieval_settings_from_config_yaml(small_run: Path, tmp_pa
     asker = Asker(run)
     searches = []
     real = asker.index.search
-    monkeypatch.setattr(asker.index, "search", lambda q, k, **kw: searches.append((k, kw)) or real(q, k, **kw))
+    monkeypatch.setattr(
+        asker.index, "search", lambda q, k, query_vector, **kw: searches.append((k, kw)) or real(q, k, query_vector, **kw)
+    )
     assert len(asker.ask("Who built the harbour light?", top_k=1)) == 1
     assert searches == [(2, {"candidates": 3, "rrf_k": 7})]  # max(top_k=2, 1 × 1) passages
     assert (run / "index" / "meta.json").read_bytes() == meta

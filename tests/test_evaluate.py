@@ -112,6 +112,7 @@ def test_evaluate_stage_writes_baseline_and_distilled(tmp_path):
     summary = run_stage(run, cfg)
     written = json.loads(run.path("eval.json").read_text())
     assert written["validation_questions"] == summary["validation_questions"] == 2
+    assert written["reader_runtime"] == summary["reader_runtime"] == "torch"  # no export in this run
     for name in ("baseline", "distilled"):
         assert set(written[name]) == {"exact_match", "f1", "n", "ms_per_question"}
         assert written[name]["n"] == 2

@@ -2,8 +2,11 @@
 
 import json
 import re
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -26,6 +29,7 @@ def test_health(client: TestClient):
     body = response.json()
     assert body["status"] == "ok" and body["documents"] == 2 and body["passages"] >= 2
     assert body["model"] == "run/student" and "MiniLM" in body["embedder"]
+    assert body["reader_runtime"] == "torch" and body["queued"] == 0  # small_run has no export
 
 
 def test_ask_returns_the_cli_json_shape(client: TestClient):
@@ -177,6 +181,45 @@ def test_concurrent_questions_all_succeed(client: TestClient):
         assert list(pool.map(ask, questions)) == [200] * len(questions)
 
 
+class BlockedAsker:
+    """An Asker stand-in whose answers wait for `gate`: a server with a busy reader."""
+
+    def __init__(self, small_run: Path) -> None:
+        from distillqa.app.ask import Asker
+
+        self.real = Asker(small_run)
+        self.index, self.reader, self.model_name = self.real.index, self.real.reader, self.real.model_name
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def ask_many(self, questions, top_k):
+        self.entered.set()
+        self.gate.wait(30)
+        return self.real.ask_many(questions, top_k)
+
+
+def test_a_full_queue_is_503_and_health_does_not_wait(small_run: Path):
+    """While the reader is busy, /health answers at once with the queue's length, and questions
+    past serve.max_queue get 503 with Retry-After instead of waiting; all others are answered."""
+    from distillqa.config import ServeConfig
+
+    asker = BlockedAsker(small_run)
+    app = create_app(small_run, asker=asker, cfg=ServeConfig(batch_size=2, batch_wait_ms=0, max_queue=3))
+    with TestClient(app) as c, ThreadPoolExecutor(max_workers=4) as pool:
+        first = pool.submit(c.post, "/ask", json={"question": "Who built the harbour light?"})
+        assert asker.entered.wait(30)
+        waiting = [pool.submit(c.post, "/ask", json={"question": f"Who was keeper number {i}?"}) for i in range(2)]
+        while c.get("/health").json()["queued"] < 2:
+            time.sleep(0.01)
+        started = time.perf_counter()
+        assert c.get("/health").status_code == 200
+        assert time.perf_counter() - started < 2
+        refused = c.post("/ask", json={"question": "One too many?"})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert "waiting" in refused.json()["detail"]
+        asker.gate.set()
+        assert [f.result(60).status_code for f in [first, *waiting]] == [200, 200, 200]
+
+
 def test_serve_fails_with_one_line_before_binding(tmp_path: Path):
     """`distillqa serve` on a run without an index stops with the CLI's one-line error."""
     from typer.testing import CliRunner
@@ -198,11 +241,11 @@ def test_serve_binds_loopback_by_default(monkeypatch, tmp_path: Path):
     from distillqa.cli import app
 
     calls = []
-    monkeypatch.setattr(distillqa.app.serve, "load_asker", lambda small_run: ("asker for", small_run))
+    monkeypatch.setattr(distillqa.app.serve, "load_asker", lambda small_run: SimpleNamespace(ask_many=None, run=small_run))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     result = CliRunner().invoke(app, ["serve", str(tmp_path)])
     assert result.exit_code == 0, result.output
     [(served, kwargs)] = calls
     assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 8000)
     with TestClient(served) as c:
-        assert c.app.state.asker == ("asker for", tmp_path)
+        assert c.app.state.asker.run == tmp_path

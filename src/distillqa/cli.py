@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -143,6 +144,34 @@ _stage_command("chunk", "Cut documents into token-aware chunks (RUN/chunks.jsonl
 _stage_command("generate", "Have the teacher write question/answer pairs for each chunk (RUN/generations.jsonl).")
 _stage_command("build-dataset", "Ground, filter and split the pairs into SQuAD files (RUN/train.json, RUN/validation.json).")
 _stage_command("train", "Fine-tune the student reader (RUN/student/).")
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
+    none = "none"
+
+
+@app.command()
+def export(
+    run: RunArg,
+    format_: Annotated[ExportFormat, typer.Option("--format", help="Model format (ONNX, run by onnxruntime).")] = ExportFormat.onnx,
+    quantize: Annotated[
+        Optional[Quantize], typer.Option(help="Also write an int8 model (default: the run's export.quantize, int8).")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Export the student as ONNX, fp32 and int8, for fast CPU answers (RUN/student_onnx/)."""
+    extra = [*(set_ or []), "export.onnx=true", *([f"export.quantize={quantize.value}"] if quantize else [])]
+    _stage("export", run, config, extra, quiet, force)
+
+
 _stage_command("index", "Build the BM25 + dense passage index for questions without context (RUN/index/).")
 _stage_command("report", "Write RUN/report.md and RUN/report.json.")
 

@@ -222,6 +222,18 @@ class TrainConfig(_Section):
     seed: int = 42
 
 
+class ExportConfig(_Section):
+    """`distillqa export` (a stage of `run`, after train): the student as ONNX for onnxruntime."""
+
+    onnx: bool = Field(
+        True,
+        description="Export the trained student to ONNX (RUN/student_onnx; ~15 s for MiniLM): ask, serve and evaluate read with the fastest export present.",
+    )
+    quantize: Literal["int8", "none"] = Field(
+        "int8", description="Also write a dynamically quantised int8 model: a quarter of the size, faster on a CPU."
+    )
+
+
 class RetrievalConfig(_Section):
     # Measured (docs/benchmarks.md): a passage that fits one 192-token reader window with its
     # question reads better than a 200-token one cut in two windows (devset end to end +2 F1).
@@ -288,10 +300,30 @@ class AnswerConfig(_Section):
         ge=0,
         description="Discount exp(s x (similarity - best)) for a span outside the sentence the embedder finds most similar to the question; 0 = off.",
     )
+    reader_runtime: Literal["auto", "onnx-int8", "onnx", "torch"] = Field(
+        "auto",
+        description="What runs the student: 'auto' = the fastest export present on a CPU (int8, then fp32 ONNX), PyTorch on a GPU or when none is; PyTorch is the fallback.",
+    )
     retrieval_weight: float = Field(
         1.0,
         ge=0,
         description="Question alone: each passage's answers are scaled by (fused retrieval score / best) to this power; 0 = retrieval only chooses the passages.",
+    )
+
+
+class ServeConfig(_Section):
+    """`distillqa serve`: questions that arrive together are read as one batch."""
+
+    batch_size: int = Field(32, ge=1, le=256, description="Most questions read as one batch.", json_schema_extra=NOT_HASHED)
+    batch_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="How long a batch's first question waits for others to join it; 0 = take only those already queued.",
+        json_schema_extra=NOT_HASHED,
+    )
+    max_queue: int = Field(
+        256, ge=1, description="Questions waiting past this are refused at once with 503.", json_schema_extra=NOT_HASHED
     )
 
 
@@ -303,8 +335,10 @@ class Config(_Section):
     questions: QuestionsConfig = QuestionsConfig()
     dataset: DatasetConfig = DatasetConfig()
     train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     answer: AnswerConfig = AnswerConfig()
+    serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="after")
     def _rules_within_dataset_filters(self) -> "Config":

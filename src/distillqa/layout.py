@@ -30,6 +30,7 @@ TRAIN = "train.json"
 VALIDATION = "validation.json"
 DATASET_SUMMARY = "dataset_summary.json"
 STUDENT = "student"
+STUDENT_ONNX = "student_onnx"
 EVAL = "eval.json"
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -48,6 +49,7 @@ MADE_BY = {
     VALIDATION: "build-dataset",
     DATASET_SUMMARY: "build-dataset",
     STUDENT: "train",
+    STUDENT_ONNX: "export",
     EVAL: "evaluate",
     EVAL_PREDICTIONS: "evaluate",
     REPORT_MD: "report",

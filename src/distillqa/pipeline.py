@@ -36,6 +36,7 @@ from distillqa.layout import (
     REPORT_JSON,
     REPORT_MD,
     STUDENT,
+    STUDENT_ONNX,
     TRAIN,
     VALIDATION,
     RunFolder,
@@ -54,6 +55,8 @@ class Stage:
     sections: tuple[str, ...]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    # Read when present, not required: the export, which evaluate reads with when there is one
+    optional_inputs: tuple[str, ...] = ()
     resumable: bool = False  # keeps partial output across a crash (generation)
     # Settings that choose which items a resumable stage covers, not what it writes for each
     # (generate.max_chunks): changing one reruns the stage, which keeps its output and resumes.
@@ -98,8 +101,17 @@ STAGES: tuple[Stage, ...] = (
         (QA, TRAIN, VALIDATION, DATASET_SUMMARY),
     ),
     Stage("train", "distillqa.student.train:run_stage", ("train",), (TRAIN, VALIDATION), (STUDENT,)),
-    # answer: how answers are chosen; retrieval.embedder: the sentence encoder of the answer ranker
-    Stage("evaluate", "distillqa.student.evaluate:run_stage", ("train", "answer", "retrieval.embedder"), (STUDENT, VALIDATION), (EVAL, EVAL_PREDICTIONS)),
+    Stage("export", "distillqa.student.export:run_stage", ("export",), (STUDENT,), (STUDENT_ONNX,)),
+    # answer: how answers are chosen (and read: answer.reader_runtime); retrieval.embedder: the
+    # sentence encoder of the answer ranker
+    Stage(
+        "evaluate",
+        "distillqa.student.evaluate:run_stage",
+        ("train", "answer", "retrieval.embedder"),
+        (STUDENT, VALIDATION),
+        (EVAL, EVAL_PREDICTIONS),
+        optional_inputs=(STUDENT_ONNX,),
+    ),
     Stage(
         "report",
         "distillqa.app.report:run_stage",
@@ -123,7 +135,7 @@ class Run(RunFolder):
         if stage.name == "ingest":
             for item in self.manifest.get("inputs", []):
                 h.update(f"{item['path']}:{item['sha256']}".encode())
-        for name in stage.inputs:
+        for name in (*stage.inputs, *stage.optional_inputs):
             h.update(name.encode())
             hash_path(self.path(name), h)
         return h.hexdigest()[:16]

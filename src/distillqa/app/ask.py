@@ -132,7 +132,7 @@ class Asker:
     ):
         """`model_dir` reads with another student than the run's own (benchmarks compare several);
         `cfg` replaces the run's saved config (`evaluate --set`)."""
-        from distillqa.student.reader import Reader, resolve_model_dir
+        from distillqa.student.reader import load_reader, resolve_model_dir
 
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
@@ -148,7 +148,7 @@ class Asker:
         self.retrieval = cfg.retrieval
         # sentences are embedded by the index's query encoder, loaded on first use
         self.ranker = AnswerRanker(cfg.answer, lambda texts: self.index.query_encoder.encode(texts))
-        self.reader: Reader = Reader.load(self.model_dir, device=device)
+        self.reader: Reader = load_reader(self.run_dir if model_dir is None else self.model_dir, cfg.answer.reader_runtime, device)
         # One question at a time: HF tokenizers raise "Already borrowed" when two threads share one.
         self._lock = threading.Lock()
 
@@ -162,14 +162,28 @@ class Asker:
 
     def ask(self, question: str, top_k: int = 3) -> list[dict]:
         """The `top_k` best distinct answers from the run's documents, best first."""
-        question = check_question(question)
+        return self.ask_many([question], [top_k])[0]
+
+    def ask_many(self, questions: Sequence[str], top_k: Sequence[int]) -> list[list[dict]]:
+        """`ask` for several questions at once, each with its own `top_k`: the questions are
+        embedded in one call and every (question, passage) pair is read in one reader batch, so
+        questions that arrive together (`serve`) cost less than one after another."""
+        questions = [check_question(q) for q in questions]
         cfg = self.retrieval
-        n_passages = max(cfg.top_k, cfg.passages_per_answer * top_k)
+        n_best = max([*top_k, self.ranker.cfg.n_best])
         with self._lock:
-            hits = self.index.search(question, n_passages, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
-            n_best = max(top_k, self.ranker.cfg.n_best)
-            spans = self.reader.answer([question] * len(hits), [h.passage.text for h in hits], top_k=n_best)
-            return rank_answers(question, hits, spans, top_k, self.index.page_of, self.ranker)
+            vectors = self.index.query_encoder.encode(questions)
+            hits = [
+                self.index.search(q, max(cfg.top_k, cfg.passages_per_answer * k), query_vector=v, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
+                for q, k, v in zip(questions, top_k, vectors)
+            ]
+            pairs = [(q, h.passage.text) for q, found in zip(questions, hits) for h in found]
+            spans = self.reader.answer([q for q, _ in pairs], [c for _, c in pairs], top_k=n_best)
+            answers, at = [], 0
+            for q, k, found in zip(questions, top_k, hits):
+                answers.append(rank_answers(q, found, spans[at : at + len(found)], k, self.index.page_of, self.ranker))
+                at += len(found)
+            return answers
 
 
 def score_open(asker: Asker, examples: list[dict], quiet: bool = True) -> tuple[dict, dict[str, str]]:
@@ -218,13 +232,14 @@ def read_context(target: Path, question: str, context: str, top_k: int = 3) -> l
     """Answers found in one given passage by the model in `target` (a run or model folder), chosen
     as the run's `answer` settings say (the defaults for a model folder)."""
     from distillqa.student.evaluate import load_ranker
-    from distillqa.student.reader import Reader
+    from distillqa.student.reader import load_reader
 
     question = check_question(question)
     if not context.strip():
         raise DistillqaError("the context is empty: give a passage with --context or --context-file")
-    reader = Reader.load(target)
-    ranker = load_ranker(RunFolder(Path(target)).saved_config())
+    cfg = RunFolder(Path(target)).saved_config()
+    reader = load_reader(target, cfg.answer.reader_runtime)
+    ranker = load_ranker(cfg)
     spans = reader.answer([question], [context], top_k=max(top_k, ranker.cfg.n_best))[0]
     ranked = ranker.rank(question, [context], [spans])
     return dedupe([_Ranked(r.score, _record(r.answer, r.score, None, None, context), "", r.answer.start, r.answer.end) for r in ranked], top_k)

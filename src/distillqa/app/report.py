@@ -167,7 +167,8 @@ def render_markdown(r: dict, curve: bool) -> str:
         f"| untrained student (baseline) | {_fmt(base.get('exact_match'))} | {_fmt(base.get('f1'))} |",
         f"| distilled student | {_fmt(dist.get('exact_match'))} | {_fmt(dist.get('f1'))} |",
         "",
-        f"Questions scored: {ev.get('validation_questions')}. Reader speed: {_fmt(dist.get('ms_per_question'))} ms per question on this machine.",
+        f"Questions scored: {ev.get('validation_questions')}. Reader speed: {_fmt(dist.get('ms_per_question'))} ms per question on this machine"
+        f" through {ev.get('reader_runtime', 'torch')} (`answer.reader_runtime`).",
         "",
         (
             "These validation questions were made by this run from your own documents (by the teacher"

@@ -5,9 +5,12 @@ Routes: `GET /` (the web UI), `GET /static/app.js`, `GET /static/style.css`, `PO
 parameter and nothing reads a file path from a request: the three UI files are read from the
 package once, when the app is created, and each has its own fixed route.
 
-The run's `Asker` (index + reader) is loaded once at startup. `/ask` is a plain `def`, so
-FastAPI runs it in its threadpool and the event loop stays free; the Asker itself lets one
-question through the models at a time (see `distillqa.app.ask.Asker`).
+The run's `Asker` (index + reader) is loaded once at startup. `/ask` hands its question to a
+`distillqa.app.batcher.Batcher` and awaits the answer: questions that arrive together are read as
+one batch on one worker thread (the `serve` settings of the run's config.yaml), the event loop
+stays free, and past `serve.max_queue` waiting questions `/ask` answers 503 at once with a
+Retry-After header. `/health` never waits behind questions: it reads counts loaded at startup
+and the queue's length.
 
 `/docs` is Swagger UI over `/openapi.json`. FastAPI's own page loads Swagger UI from a CDN,
 which shows an empty page offline, so its script and stylesheet are the copies shipped in the
@@ -18,6 +21,7 @@ browser with a Content-Security-Policy.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -31,6 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distillqa import __version__
+from distillqa.app.batcher import Batcher, QueueFull
+from distillqa.config import ServeConfig
+from distillqa.layout import RunFolder
 from distillqa.records import MAX_TOP_K, AnswerRecord
 
 if TYPE_CHECKING:
@@ -86,7 +93,9 @@ class Health(BaseModel):
     documents: int
     passages: int
     model: str
+    reader_runtime: str = Field(description="What runs the student: onnx-int8, onnx or torch.")
     embedder: str
+    queued: int = Field(description="Questions waiting to be read.")
 
 
 class BodySizeLimit:
@@ -145,13 +154,19 @@ def load_asker(run_dir: Path) -> Asker:
     return asker
 
 
-def create_app(run_dir: Path, asker: Asker | None = None) -> FastAPI:
-    """The FastAPI app for one run folder; pass `asker` when it is already loaded (see `serve`)."""
+def create_app(run_dir: Path, asker: Asker | None = None, cfg: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI app for one run folder; pass `asker` when it is already loaded (see `serve`)
+    and `cfg` to replace the run's `serve` settings."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings = cfg or RunFolder(Path(run_dir)).saved_config().serve
         app.state.asker = asker if asker is not None else await run_in_threadpool(load_asker, Path(run_dir))
-        yield
+        app.state.batcher = Batcher(app.state.asker.ask_many, settings.batch_size, settings.batch_wait_ms, settings.max_queue)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(app.state.batcher.close)
 
     app = FastAPI(
         title="distillqa",
@@ -163,22 +178,28 @@ def create_app(run_dir: Path, asker: Asker | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
 
-    @app.post("/ask", response_model=AskResponse)
-    def ask(body: AskRequest, request: Request) -> AskResponse:
+    @app.post("/ask", response_model=AskResponse, responses={503: {"description": "Too many questions waiting: retry."}})
+    async def ask(body: AskRequest, request: Request) -> AskResponse | JSONResponse:
         """The best distinct answers from the run's documents, with document, page and passage."""
-        answers = request.app.state.asker.ask(body.question, body.top_k)
+        try:
+            future = request.app.state.batcher.submit(body.question, body.top_k)
+        except QueueFull as e:
+            return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "1"})
+        answers = await asyncio.wrap_future(future)
         return AskResponse.model_validate({"answers": answers})
 
     @app.get("/health", response_model=Health)
-    def health(request: Request) -> Health:
-        """Liveness plus what is loaded: document and passage counts, reader and embedder."""
+    async def health(request: Request) -> Health:
+        """Liveness plus what is loaded: document and passage counts, reader, embedder, queue."""
         asker = request.app.state.asker
         return Health(
             status="ok",
             documents=len(asker.index.documents),
             passages=len(asker.index),
             model=asker.model_name,
+            reader_runtime=asker.reader.runtime,
             embedder=asker.index.embedder_name,
+            queued=request.app.state.batcher.queued,
         )
 
     static = files("distillqa.app") / "static"

@@ -11,17 +11,13 @@ sentence-transformers at index time; the exported graph gives the same vectors (
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from distillqa.io import read_json, write_json
+from distillqa.runtime import export_onnx, ort_session
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -56,54 +52,19 @@ def export(model: SentenceTransformer, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     max_length = model.max_seq_length or model.tokenizer.model_max_length
     sample = model.tokenizer(["a sample question to trace the graph with", "two"], return_tensors="pt", padding=True)
-    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=max_length)
-    was_training = model.training
-    model.eval()
-    # the exporter reports its progress on stdout and through warnings and logging
-    quiet_torch = logging.getLogger("torch")
-    level = quiet_torch.level
-    quiet_torch.setLevel(logging.ERROR)
-    try:
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                Embed(),
-                tuple(sample[n].to(model.device) for n in names),
-                str(directory / MODEL_FILE),
-                input_names=names,
-                output_names=["query_vector"],
-                dynamic_shapes=(tuple({0: batch, 1: length} for _ in names),),
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
-    finally:
-        quiet_torch.setLevel(level)
-        model.train(was_training)
+    export_onnx(Embed(), [sample[n].to(model.device) for n in names], directory / MODEL_FILE, names, ["query_vector"], max_length)
     model.tokenizer.backend_tokenizer.save(str(directory / TOKENIZER_FILE))
     write_json(directory / SETTINGS_FILE, {"inputs": names, "max_length": max_length, "pad_id": model.tokenizer.pad_token_id or 0})
-
-
-def _usable_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one, e.g. in containers)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class OnnxQueryEncoder:
     """Embeds texts with an exported encoder; safe to share between threads."""
 
     def __init__(self, directory: Path, threads: int | None = None):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         settings = read_json(directory / SETTINGS_FILE)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _usable_cores()
-        options.inter_op_num_threads = 1
-        # idle threads sleep instead of spinning, so they do not take the cores from BM25, the
-        # dense search and the reader that run right after
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(directory / MODEL_FILE, threads)
         self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         self.tokenizer.enable_truncation(settings["max_length"])
         self.tokenizer.enable_padding(pad_id=settings["pad_id"])

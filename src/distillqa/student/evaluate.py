@@ -33,7 +33,7 @@ from distillqa.layout import (
 )
 from distillqa.student.metrics import score_examples
 from distillqa.student.ranking import AnswerRanker, SentenceEncoder
-from distillqa.student.reader import Reader, load_base_student
+from distillqa.student.reader import Reader, load_base_student, load_reader
 
 # The default lives in config.py; these functions are also called without a config (tests, benchmarks).
 DEFAULT_BATCH_SIZE: int = TrainConfig.model_fields["eval_batch_size"].default
@@ -113,14 +113,14 @@ def evaluate_file(
     cfg = cfg or Config()
     check_predictions_path(predictions_path)
     examples = load_examples(squad_path)
-    reader = Reader.load(model_dir)
+    reader = load_reader(model_dir, cfg.answer.reader_runtime)
     scores, predictions = score_reader(
         reader, examples, batch_size=cfg.train.eval_batch_size, max_answer_length=cfg.train.max_answer_length,
         quiet=quiet, description="reader mode", ranker=load_ranker(cfg),
     )
     if predictions_path is not None:
         write_predictions(predictions_path, predictions)
-    return {**scores, "mode": "reader"}
+    return {**scores, "mode": "reader", "reader_runtime": reader.runtime}
 
 
 def run_stage(run: RunFolder, cfg: Config) -> dict:
@@ -144,9 +144,8 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
         "ranker": load_ranker(cfg),
     }
     baseline, baseline_answers = score_reader(Reader(model, tokenizer, **window), examples, description="baseline", **score)
-    distilled, distilled_answers = score_reader(
-        Reader.load(run.path(STUDENT)), examples, description="distilled", **score
-    )
+    reader = load_reader(run.root, cfg.answer.reader_runtime)
+    distilled, distilled_answers = score_reader(reader, examples, description="distilled", **score)
     per_question = {
         e["id"]: {
             "question": e["question"],
@@ -157,7 +156,7 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
         for e in examples
     }
     write_json(run.path(EVAL_PREDICTIONS), per_question)
-    write_json(run.path(EVAL), {"baseline": baseline, "distilled": distilled, "validation_questions": n})
+    write_json(run.path(EVAL), {"baseline": baseline, "distilled": distilled, "validation_questions": n, "reader_runtime": reader.runtime})
     return {
         "validation_questions": n,
         "baseline_exact_match": round(baseline["exact_match"], 2),
@@ -165,4 +164,5 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
         "distilled_exact_match": round(distilled["exact_match"], 2),
         "distilled_f1": round(distilled["f1"], 2),
         "ms_per_question": distilled["ms_per_question"],
+        "reader_runtime": reader.runtime,
     }

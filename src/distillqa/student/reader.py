@@ -9,6 +9,7 @@ it says how sure the reader is *within* that passage, not whether the passage ho
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,11 +21,19 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer, set_seed
 
 from distillqa.errors import DistillqaError
 from distillqa.io import read_json, write_json
+from distillqa.layout import STUDENT_ONNX, file_sha256
 from distillqa.models import pick_device, resolve_encoder
 from distillqa.student.features import DOC_STRIDE, MAX_LENGTH, Answer, check_tokenizer, postprocess_predictions, prepare_eval_features
 
 WINDOW_FILE = "reader_window.json"  # in a trained student's folder: {"max_length", "doc_stride"}
 RUN_QA_WINDOW = {"max_length": 384, "doc_stride": 128}  # transformers' run_qa.py defaults
+# An exported student (`distillqa export`, `distillqa.student.export`): RUN/student_onnx/ holds
+# these files next to the tokenizer, config.json and WINDOW_FILE.
+ONNX_FILES = {"onnx-int8": "model_int8.onnx", "onnx": "model.onnx"}  # fastest first
+EXPORT_NOTE = "export.json"  # how the files were made, and the sha256 of the weights they came from
+WEIGHTS_FILE = "model.safetensors"
+
+log = logging.getLogger("distillqa")
 
 
 def resolve_model_dir(path: Path | str) -> Path:
@@ -92,6 +101,8 @@ class Reader:
     (config.py) and are capped at the model's position embeddings.
     """
 
+    runtime = "torch"  # what computes the logits, shown by `serve`'s /health and the benchmarks
+
     def __init__(
         self,
         model: Any,
@@ -100,12 +111,15 @@ class Reader:
         max_length: int = MAX_LENGTH,
         doc_stride: int = DOC_STRIDE,
     ):
-        check_tokenizer(tokenizer, getattr(tokenizer, "name_or_path", "tokenizer"))
+        self._set_windows(tokenizer, model.config, max_length, doc_stride)
         self.device = torch.device(device) if device is not None else pick_device()
         self.model = model.to(self.device).eval()
+
+    def _set_windows(self, tokenizer: Any, model_config: Any, max_length: int, doc_stride: int) -> None:
+        check_tokenizer(tokenizer, getattr(tokenizer, "name_or_path", "tokenizer"))
         self.tokenizer = tokenizer
         # a window can never be longer than the model's position embeddings
-        positions = getattr(model.config, "max_position_embeddings", None) or max_length
+        positions = getattr(model_config, "max_position_embeddings", None) or max_length
         self.max_length = min(max_length, positions)
         self.doc_stride = doc_stride
 
@@ -120,8 +134,6 @@ class Reader:
         """Load a trained reader from a model folder (or a run folder's `student/`). Windows default
         to the ones it was trained with (`WINDOW_FILE`, written by the train stage), else
         `RUN_QA_WINDOW`."""
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
         model_dir = resolve_model_dir(model_dir)
         try:
             with quiet_transformers():
@@ -129,9 +141,7 @@ class Reader:
                 model = AutoModelForQuestionAnswering.from_pretrained(model_dir, dtype=torch.float32)
         except (OSError, ValueError) as e:
             raise DistillqaError(f"{model_dir}: cannot load the reader: {str(e).splitlines()[0]}") from None
-        # a QA model from elsewhere (or a student trained before windows were saved) was trained
-        # with run_qa.py's windows
-        saved = read_json(model_dir / WINDOW_FILE) if (model_dir / WINDOW_FILE).is_file() else RUN_QA_WINDOW
+        saved = saved_window(model_dir)
         return cls(
             model,
             tokenizer,
@@ -179,17 +189,91 @@ class Reader:
         starts: list[np.ndarray] = [np.empty(0)] * len(features)
         ends: list[np.ndarray] = [np.empty(0)] * len(features)
         left = self.tokenizer.padding_side == "left"
-        with torch.inference_mode():
-            for b in range(0, len(order), batch_size):
-                batch = order[b : b + batch_size]
-                inputs = self.tokenizer.pad(
-                    [{k: features[i][k] for k in names if k in features[i]} for i in batch], return_tensors="pt"
-                )
-                out = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
-                batch_starts = out.start_logits.float().cpu().numpy()
-                batch_ends = out.end_logits.float().cpu().numpy()
-                for row, i in enumerate(batch):
-                    n = len(features[i]["input_ids"])
-                    cut = slice(-n, None) if left else slice(0, n)
-                    starts[i], ends[i] = batch_starts[row, cut], batch_ends[row, cut]
+        for b in range(0, len(order), batch_size):
+            batch = order[b : b + batch_size]
+            inputs = self.tokenizer.pad(
+                [{k: features[i][k] for k in names if k in features[i]} for i in batch], return_tensors="np"
+            )
+            batch_starts, batch_ends = self._forward({k: v.astype(np.int64) for k, v in inputs.items()})
+            for row, i in enumerate(batch):
+                n = len(features[i]["input_ids"])
+                cut = slice(-n, None) if left else slice(0, n)
+                starts[i], ends[i] = batch_starts[row, cut], batch_ends[row, cut]
         return starts, ends
+
+    def _forward(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end logits, [windows, tokens], of one padded batch."""
+        with torch.inference_mode():
+            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()})
+        return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+
+
+def saved_window(model_dir: Path) -> dict:
+    """The windows a student was trained with. A QA model from elsewhere (or a student trained
+    before windows were saved) was trained with run_qa.py's."""
+    return read_json(model_dir / WINDOW_FILE) if (model_dir / WINDOW_FILE).is_file() else RUN_QA_WINDOW
+
+
+class OnnxReader(Reader):
+    """The same reader over an exported ONNX file, run by onnxruntime on the CPU: same windows,
+    same span search, logits that differ only by the numerics (fp32 or int8)."""
+
+    def __init__(self, onnx_file: Path, runtime: str, threads: int | None = None):
+        from transformers import AutoConfig
+
+        from distillqa.runtime import ort_session
+
+        folder = onnx_file.parent
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            config = AutoConfig.from_pretrained(folder)
+        window = saved_window(folder)
+        self._set_windows(tokenizer, config, window["max_length"], window["doc_stride"])
+        self.session = ort_session(onnx_file, threads)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.runtime = runtime
+
+    def _forward(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        starts, ends = self.session.run(["start_logits", "end_logits"], {k: inputs[k] for k in self.inputs})
+        return starts, ends
+
+
+def load_reader(target: Path | str, runtime: str = "auto", device: str | None = None, threads: int | None = None) -> Reader:
+    """The reader of a run folder (or a model folder) in the runtime `answer.reader_runtime` names.
+
+    "auto" takes the fastest exported model present (int8, then fp32 ONNX) on a CPU and PyTorch
+    on a GPU. PyTorch is the fallback: an exported file that is missing (when asked for by name),
+    unreadable, or made from other weights than the student's now gives one warning and the
+    PyTorch reader. `threads` applies to onnxruntime (None: all usable cores).
+    """
+    target = Path(target)
+    onnx_dir = target / STUDENT_ONNX if (target / STUDENT_ONNX).is_dir() else None
+    on_gpu = (torch.device(device) if device is not None else pick_device()).type == "cuda"
+    if runtime == "torch" or (runtime == "auto" and (onnx_dir is None or on_gpu)):
+        return Reader.load(target, device=device)
+    if onnx_dir is None:
+        log.warning("%s: no exported student (%s): reading with PyTorch; run `distillqa export %s`", target, STUDENT_ONNX, target)
+        return Reader.load(target, device=device)
+    names = list(ONNX_FILES) if runtime == "auto" else [runtime]
+    present = [n for n in names if (onnx_dir / ONNX_FILES[n]).is_file()]
+    if not present and runtime == "auto":  # exported without ONNX files (export.onnx off)
+        return Reader.load(target, device=device)
+    if not present:
+        log.warning("%s: no %s: reading with PyTorch; run `distillqa export %s`", onnx_dir, " or ".join(ONNX_FILES[n] for n in names), target)
+        return Reader.load(target, device=device)
+    onnx_file = onnx_dir / ONNX_FILES[present[0]]
+    try:
+        _check_export_source(onnx_dir, resolve_model_dir(target))
+        return OnnxReader(onnx_file, present[0], threads)
+    except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        log.warning("%s: cannot read with it (%s): reading with PyTorch", onnx_file, reason[:300])
+        return Reader.load(target, device=device)
+
+
+def _check_export_source(onnx_dir: Path, model_dir: Path) -> None:
+    """Raise when the export was made from other weights than the student's (retrained since)."""
+    note = read_json(onnx_dir / EXPORT_NOTE)
+    weights = model_dir / WEIGHTS_FILE
+    if weights.is_file() and note.get("source_sha256") != file_sha256(weights):
+        raise DistillqaError(f"it was exported from other weights than {weights}: run `distillqa export --force` again")
