@@ -6,6 +6,7 @@ import pytest
 from distillqa.config import AnswerConfig
 from distillqa.student.features import Answer
 from distillqa.student.ranking import (
+    CachedEncoder,
     CROSSES_SENTENCE_FACTOR,
     DATE,
     NAME,
@@ -118,3 +119,23 @@ def test_similarities_compare_across_contexts_and_weights_apply():
     plain = AnswerRanker(AnswerConfig(type_rules=False, sentence_sharpness=0))
     assert plain.rank("Who?", [CONTEXT, other], spans, weights=[0.1, 1.0])[0].context == 1
     assert plain.rank("Who?", [CONTEXT, other], [[], []]) == []
+
+
+def test_cached_encoder_embeds_each_text_once_and_stays_bounded():
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return np.array([[len(t), t.count("a")] for t in texts], dtype=np.float32)
+
+    cached = CachedEncoder(encode, size=3)
+    first = cached(["a", "bb", "a"])
+    assert calls == [["a", "bb"]]  # deduplicated, one call
+    assert np.array_equal(first, encode(["a", "bb", "a"]))
+    calls.clear()
+    assert np.array_equal(cached(["bb", "ccc"]), encode(["bb", "ccc"]))
+    assert calls[0] == ["ccc"]
+    cached(["dddd"])  # the least recently used text ("a") goes
+    calls.clear()
+    cached(["a", "dddd"])
+    assert calls == [["a"]]

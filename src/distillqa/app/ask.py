@@ -36,7 +36,7 @@ from distillqa.errors import DistillqaError
 from distillqa.layout import INDEX, MANIFEST, RunFolder
 from distillqa.records import AnswerRecord
 from distillqa.retrieval.index import META, Hit, PassageIndex
-from distillqa.student.ranking import AnswerRanker
+from distillqa.student.ranking import AnswerRanker, CachedEncoder
 from distillqa.text import words
 
 if TYPE_CHECKING:
@@ -69,24 +69,30 @@ def _record(span: Answer, score: float, document: str | None, page: int | None, 
 
 @dataclass(frozen=True)
 class _Ranked:
-    """An answer record before ranking, with where its span lies in its source text."""
+    """A ranked answer before it becomes a record: its span, where it lies in its source text,
+    and the record's other fields (made only for the few answers kept)."""
 
     score: float
-    record: dict
+    span: Answer
     source: str  # doc_id, or "" for a given context
     start: int  # character offsets in that source's text
     end: int
+    document: str | None
+    passage: str
+
+    def record(self, page: int | None) -> dict:
+        return _record(self.span, self.score, self.document, page, self.passage)
 
 
-def dedupe(candidates: list[_Ranked], top_k: int) -> list[dict]:
+def dedupe(candidates: list[_Ranked], top_k: int) -> list[_Ranked]:
     """The `top_k` best distinct answers, best first. An answer is dropped when a better one has
     the same text (ignoring case, punctuation and spacing) or overlaps it in the same text: a
     reader proposes "Margaret Hale" and "engineer Margaret Hale" as two answers, but they are one."""
     texts: set[str] = set()
     kept: list[_Ranked] = []
     for c in sorted(candidates, key=lambda c: -c.score):
-        key = _answer_key(c.record["answer"])
-        if not c.record["answer"].strip() or key in texts:
+        key = _answer_key(c.span.text)
+        if not c.span.text.strip() or key in texts:
             continue
         if any(k.source == c.source and k.start < c.end and c.start < k.end for k in kept):
             continue
@@ -94,7 +100,7 @@ def dedupe(candidates: list[_Ranked], top_k: int) -> list[dict]:
         kept.append(c)
         if len(kept) == top_k:
             break
-    return [c.record for c in kept]
+    return kept
 
 
 def rank_answers(
@@ -119,9 +125,8 @@ def rank_answers(
     for r in ranker.rank(question, [h.passage.text for h in hits], spans, weights):
         passage, span = hits[r.context].passage, r.answer
         start, end = passage.start + span.start, passage.start + span.end  # in the document's text
-        record = _record(span, r.score, passage.document, page_of(passage.doc_id, start), passage.text)
-        candidates.append(_Ranked(r.score, record, passage.doc_id, start, end))
-    return dedupe(candidates, top_k)
+        candidates.append(_Ranked(r.score, span, passage.doc_id, start, end, passage.document, passage.text))
+    return [c.record(page_of(c.source, c.start)) for c in dedupe(candidates, top_k)]
 
 
 class Asker:
@@ -146,8 +151,8 @@ class Asker:
         # config.yaml as it is now, not from when the index was built; read only, never saved back.
         cfg = cfg or RunFolder(self.run_dir).saved_config()
         self.retrieval = cfg.retrieval
-        # sentences are embedded by the index's query encoder, loaded on first use
-        self.ranker = AnswerRanker(cfg.answer, lambda texts: self.index.query_encoder.encode(texts))
+        # sentences are embedded by the index's query encoder, loaded on first use, and remembered
+        self.ranker = AnswerRanker(cfg.answer, CachedEncoder(lambda texts: self.index.query_encoder.encode(texts)))
         self.reader: Reader = load_reader(self.run_dir if model_dir is None else self.model_dir, cfg.answer.reader_runtime, device)
         # One question at a time: HF tokenizers raise "Already borrowed" when two threads share one.
         self._lock = threading.Lock()
@@ -242,7 +247,8 @@ def read_context(target: Path, question: str, context: str, top_k: int = 3) -> l
     ranker = load_ranker(cfg)
     spans = reader.answer([question], [context], top_k=max(top_k, ranker.cfg.n_best))[0]
     ranked = ranker.rank(question, [context], [spans])
-    return dedupe([_Ranked(r.score, _record(r.answer, r.score, None, None, context), "", r.answer.start, r.answer.end) for r in ranked], top_k)
+    candidates = [_Ranked(r.score, r.answer, "", r.answer.start, r.answer.end, None, context) for r in ranked]
+    return [c.record(None) for c in dedupe(candidates, top_k)]
 
 
 def _read_context_file(path: Path) -> str:

@@ -32,7 +32,7 @@ from distillqa.layout import (
     RunFolder,
 )
 from distillqa.student.metrics import score_examples
-from distillqa.student.ranking import AnswerRanker, SentenceEncoder
+from distillqa.student.ranking import AnswerRanker, CachedEncoder, SentenceEncoder
 from distillqa.student.reader import Reader, load_base_student, load_reader
 
 # The default lives in config.py; these functions are also called without a config (tests, benchmarks).
@@ -77,7 +77,7 @@ def load_ranker(cfg: Config, encode: SentenceEncoder | None = None) -> AnswerRan
     if encode is None and cfg.answer.sentence_sharpness > 0:
         from distillqa.retrieval.index import SentenceTransformerEncoder
 
-        encode = SentenceTransformerEncoder(cfg.retrieval.embedder).encode
+        encode = CachedEncoder(SentenceTransformerEncoder(cfg.retrieval.embedder).encode)
     return AnswerRanker(cfg.answer, encode)
 
 

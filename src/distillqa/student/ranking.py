@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -89,20 +91,52 @@ def _question_facts(question: str) -> tuple[frozenset[str], str | None]:
     return frozenset(words(question)) - STOPWORDS, asked_type(question)
 
 
+@lru_cache(maxsize=1 << 16)
+def _answer_facts(answer: str) -> tuple[frozenset[str], frozenset[str], bool]:
+    """An answer's content words, the types it has and whether it is one lower-case word: the
+    same spans come back for every question that retrieves their passage."""
+    kinds = frozenset(kind for kind in (DATE, NUMBER, NAME) if has_type(answer, kind))
+    return frozenset(w for w in words(answer) if w not in STOPWORDS), kinds, len(answer.split()) == 1 and answer.islower()
+
+
 def rule_factor(question: str, answer: str) -> float:
     """The product of the rules' factors for one candidate answer (1.0 when no rule applies)."""
-    content = [w for w in words(answer) if w not in STOPWORDS]
+    content, kinds, lone_lower = _answer_facts(answer)
     asked, kind = _question_facts(question)
     factor = 1.0
-    if not content or set(content) <= asked:
+    if not content or content <= asked:
         factor *= QUESTION_WORDS_FACTOR
     elif asked.intersection(content):
         factor *= SHARED_WORDS_FACTOR
-    if kind is not None and not has_type(answer, kind):
+    if kind is not None and kind not in kinds:
         factor *= TYPE_MISMATCH_FACTOR
-    if len(answer.split()) == 1 and answer.islower():
+    if lone_lower:
         factor *= LONE_LOWER_FACTOR
     return factor
+
+
+class CachedEncoder:
+    """A sentence encoder that remembers the last `size` texts it embedded. The ranker embeds the
+    sentences of every passage it reads, and the same passages come back for related questions
+    (and for every question about one paragraph in `evaluate`); thread-safe."""
+
+    def __init__(self, encode: SentenceEncoder, size: int = 20_000):
+        self.encode_texts, self.size = encode, size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+            if missing:
+                self._vectors.update(zip(missing, self.encode_texts(missing)))
+            rows = []
+            for t in texts:
+                self._vectors.move_to_end(t)
+                rows.append(self._vectors[t])
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+            return np.stack(rows)
 
 
 @dataclass(frozen=True)
