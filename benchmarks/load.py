@@ -8,7 +8,9 @@ for each `--concurrency` level sends `--requests` questions with at most that ma
 status is 1 otherwise). Without RUN it builds a small run in a temporary folder as `distillqa
 run` leaves it: a few documents, the real passage index, and a student with the bundled MiniLM
 encoder and an untrained QA head, exported to ONNX (`--no-export`: PyTorch only), so each
-request costs what it costs with a real MiniLM student (answers are meaningless).
+request costs what it costs with a real MiniLM student (answers are meaningless). `--set` writes
+settings into the built run's config.yaml, e.g. `--set serve.batch_size=1` (no batching) or
+`--set answer.reader_runtime=torch`.
 """
 
 from __future__ import annotations
@@ -56,14 +58,15 @@ DOCUMENTS = {
 }
 
 
-def build_run(root: Path, export: bool = True) -> Path:
+def build_run(root: Path, export: bool = True, overrides: list[str] | None = None) -> Path:
     """A servable run folder: documents.jsonl, index/ and a MiniLM student with a random QA head
-    (and its ONNX export)."""
+    (and its ONNX export), with `overrides` in its config.yaml."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from distillqa.config import RetrievalConfig
+    from distillqa.config import RetrievalConfig, load_config
     from distillqa.io import write_jsonl
+    from distillqa.layout import RunFolder
     from distillqa.models import bundled_encoder
     from distillqa.retrieval.index import PassageIndex
 
@@ -76,6 +79,7 @@ def build_run(root: Path, export: bool = True) -> Path:
             pages.append({"number": number, "start": start, "end": len(text)})
         documents.append({"doc_id": Path(name).stem, "source": name, "title": Path(name).stem, "text": text, "pages": pages})
     root.mkdir(parents=True, exist_ok=True)
+    RunFolder(root).save_config(load_config(None, overrides))
     write_jsonl(root / "documents.jsonl", documents)
     (root / "manifest.json").write_text(json.dumps({"stages": {}, "inputs": []}))
     PassageIndex.build(documents, RetrievalConfig(passage_tokens=64, passage_overlap_tokens=16)).save(root / "index")
@@ -141,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--no-export", action="store_true", help="built run: no ONNX export (PyTorch reader)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="built run: a config setting (repeatable)")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--timeout-s", type=float, default=600, help="Give up on the whole load after this long.")
     args = parser.parse_args(argv)
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         run = args.run
         if run is None:
             print("building a small run (real index, MiniLM student with an untrained QA head)...", flush=True)
-            run = build_run(Path(tmp) / "run", export=not args.no_export)
+            run = build_run(Path(tmp) / "run", export=not args.no_export, overrides=args.overrides)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(

@@ -77,6 +77,8 @@ def test_auto_reads_with_the_fastest_export(exported: Path):
     assert load_reader(exported, "auto", device="cpu").runtime == "onnx-int8"
     assert load_reader(exported, "onnx", device="cpu").runtime == "onnx"
     assert load_reader(exported, "torch", device="cpu").runtime == "torch"
+    # the export folder is a model folder of its own (copied elsewhere, without the PyTorch student)
+    assert load_reader(exported / STUDENT_ONNX, "auto", device="cpu").runtime == "onnx-int8"
 
 
 def _one_warning(caplog, *words: str) -> None:

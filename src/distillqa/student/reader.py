@@ -2,7 +2,9 @@
 
 transformers >= 5.3 has no `pipeline("question-answering")`, so this is our own: windows and
 span search come from `distillqa.student.features` (the same code the student was trained with), and
-the model runs on padded batches of windows under `torch.inference_mode()`. `Answer.score` is a
+the model runs on padded batches of windows under `torch.inference_mode()`. `OnnxReader` runs an
+exported student (`distillqa export`) through onnxruntime with the same windows and span search,
+and `load_reader` picks the runtime. `Answer.score` is a
 probability over the candidate spans of one passage (see `distillqa.student.features.Answer`), so
 it says how sure the reader is *within* that passage, not whether the passage holds an answer.
 """
@@ -247,7 +249,12 @@ def load_reader(target: Path | str, runtime: str = "auto", device: str | None = 
     PyTorch reader. `threads` applies to onnxruntime (None: all usable cores).
     """
     target = Path(target)
-    onnx_dir = target / STUDENT_ONNX if (target / STUDENT_ONNX).is_dir() else None
+    if (target / STUDENT_ONNX).is_dir():  # a run folder
+        onnx_dir: Path | None = target / STUDENT_ONNX
+    elif any((target / name).is_file() for name in ONNX_FILES.values()):  # an export itself
+        onnx_dir = target
+    else:
+        onnx_dir = None
     on_gpu = (torch.device(device) if device is not None else pick_device()).type == "cuda"
     if runtime == "torch" or (runtime == "auto" and (onnx_dir is None or on_gpu)):
         return Reader.load(target, device=device)
