@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/student_speed.py [--work runs/devset] [--variant defaults] [--seed 42]
 
 Rows: the student (trained on each devset article by `benchmarks/devset.py`) through PyTorch fp32,
-ONNX fp32 and ONNX int8 (`distillqa.student.export`, as `distillqa export` writes them), and the
+ONNX fp32 and ONNX int8 (`distillqa.student.export`, as `distillqa export` writes them), three
+other int8 quantisations that were tried (`VARIANTS`: more of the graph in int8), and the
 bundled teacher (SmolLM2-135M-Instruct Q4_1 through llama.cpp, `load_teacher` as `generate`
 uses it, asked for a short answer copied from the passages). Columns:
 
@@ -43,7 +44,7 @@ from distillqa.models import bundled_teacher_gguf
 from distillqa.retrieval.index import PassageIndex
 from distillqa.runtime import usable_cores
 from distillqa.student.evaluate import load_ranker, score_reader
-from distillqa.student.export import export_student
+from distillqa.student.export import export_student, quantize_int8
 from distillqa.student.metrics import score_examples
 from distillqa.student.reader import ONNX_FILES, WEIGHTS_FILE, OnnxReader, Reader
 from distillqa.teacher.backends import load_teacher
@@ -53,6 +54,13 @@ DEVSET = Path(__file__).resolve().parents[2] / "shared" / "devset"
 ARTICLES = ["geology", "1973_oil_crisis", "pharmacy"]
 PASSAGES = 5
 BATCH = 32
+RUNTIMES = {"torch": "student, PyTorch fp32", "onnx": "student, ONNX fp32", "onnx-int8": "student, ONNX int8 (default: MatMuls)"}
+# other int8 quantisations of the fp32 export: (row name, op types (None: all), per channel)
+VARIANTS = {
+    "int8-embeddings": ("student, ONNX int8, MatMuls + embeddings", ("MatMul", "EmbedLayerNormalization"), True),
+    "int8-all": ("student, ONNX int8, every op (attention too)", None, True),
+    "int8-all-per-tensor": ("student, ONNX int8, every op, per-tensor scales", None, False),
+}
 TEACHER_SYSTEM = "You answer questions about a text. Reply with the answer only: a few words copied from the text."
 
 
@@ -83,33 +91,38 @@ def timed(fn: Callable[[], object], n: int, warm_up: int = 2) -> list[float]:
     return out
 
 
-def questions_with_passages(work: Path) -> list[tuple[str, list[str]]]:
+def questions_with_passages(work: Path, articles: list[str]) -> list[tuple[str, list[str]]]:
     """Every devset question with the 5 best passages of its article's index, articles interleaved."""
     per_article = []
-    for article in ARTICLES:
+    for article in articles:
         index = PassageIndex.load(work / article / "base" / "index")
         examples = squad_examples(load_squad(DEVSET / f"{article}.squad.json"))
         per_article.append([(e["question"], [h.passage.text for h in index.search(e["question"], PASSAGES)]) for e in examples])
     return [item for group in zip(*per_article) for item in group]
 
 
-def student_rows(work: Path, students: dict[str, Path], items: list[tuple[str, list[str]]], cfg: Config, n_timed: int) -> list[dict]:
+def student_rows(students: dict[str, Path], items: list[tuple[str, list[str]]], cfg: Config, n_timed: int) -> list[dict]:
     n_best = cfg.answer.n_best
     ranker = load_ranker(cfg)
     first = next(iter(students.values()))
     rows = []
     torch_answers: dict[str, str] = {}
-    for runtime in ("torch", "onnx", "onnx-int8"):
+    for runtime in [*RUNTIMES, *VARIANTS]:
+        def onnx_file(model_dir: Path) -> Path:
+            return model_dir.parent / STUDENT_ONNX / (ONNX_FILES[runtime] if runtime in ONNX_FILES else f"{runtime}.onnx")
+
         def load(model_dir: Path, threads: int | None) -> Reader:
             if runtime == "torch":
                 torch.set_num_threads(threads or usable_cores())
                 return Reader.load(model_dir, device="cpu")
-            return OnnxReader(model_dir.parent / STUDENT_ONNX / ONNX_FILES[runtime], runtime, threads)
+            return OnnxReader(onnx_file(model_dir), runtime, threads)
 
-        row: dict = {"model": {"torch": "student, PyTorch fp32", "onnx": "student, ONNX fp32", "onnx-int8": "student, ONNX int8"}[runtime]}
-        weights = first / WEIGHTS_FILE if runtime == "torch" else first.parent / STUDENT_ONNX / ONNX_FILES[runtime]
+        if runtime in VARIANTS:
+            for model_dir in students.values():
+                quantize_int8(onnx_file(model_dir).with_name(ONNX_FILES["onnx"]), onnx_file(model_dir), *VARIANTS[runtime][1:])
+        row: dict = {"model": RUNTIMES.get(runtime) or VARIANTS[runtime][0]}
+        weights = first / WEIGHTS_FILE if runtime == "torch" else onnx_file(first)
         row["mb"] = round(weights.stat().st_size / 1e6, 1)
-        reader = load(first, None)
         row["params_m"] = round(sum(p.numel() for p in Reader.load(first, device="cpu").model.parameters()) / 1e6, 1)
         for label, threads in (("1 thread", 1), ("all cores", None)):
             reader = load(first, threads)
@@ -141,15 +154,19 @@ def student_rows(work: Path, students: dict[str, Path], items: list[tuple[str, l
         row["questions"] = n_total
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if runtime in VARIANTS:
+            for model_dir in students.values():
+                onnx_file(model_dir).unlink()
     torch.set_num_threads(usable_cores())
     return rows
 
 
-def teacher_row(items: list[tuple[str, list[str]]], n_timed: int, n_scored: int | None) -> dict:
+def teacher_row(items: list[tuple[str, list[str]]], articles: list[str], n_timed: int, n_scored: int | None) -> dict:
     gguf = bundled_teacher_gguf()
-    row: dict = {"model": "teacher, SmolLM2-135M Q4_1 (llama.cpp)", "mb": round(gguf.stat().st_size / 1e6, 1), "params_m": 135.0}
+    row: dict = {"model": "teacher, SmolLM2-135M-Instruct Q4_1 (llama.cpp)", "mb": round(gguf.stat().st_size / 1e6, 1)}
     for label, threads in (("1 thread", 1), ("all cores", usable_cores())):
-        teacher = load_teacher(TeacherConfig(n_threads=threads, isolate=False))
+        teacher = load_teacher(TeacherConfig(n_threads=threads, isolate=False))  # in-process: its Llama is at hand
+        row["params_m"] = round(teacher._llm._model.n_params() / 1e6, 1)
         cycle = iter(items * (1 + (n_timed + 2) // len(items)))
         try:
             row[label] = percentiles(timed(lambda: teacher.generate([teacher_request(*next(cycle))]), n_timed))
@@ -157,8 +174,8 @@ def teacher_row(items: list[tuple[str, list[str]]], n_timed: int, n_scored: int 
                 ms = timed(lambda: teacher.generate([teacher_request(*next(cycle)) for _ in range(BATCH)]), 1, warm_up=0)
                 row["qps_batch32"] = round(BATCH / (ms[0] / 1000), 2)
                 f1_total, n_total = 0.0, 0
-                for article in ARTICLES:
-                    examples = squad_examples(load_squad(DEVSET / f"{article}.squad.json"))[: n_scored]
+                for article in articles:
+                    examples = squad_examples(load_squad(DEVSET / f"{article}.squad.json"))[:n_scored]
                     results = teacher.generate([teacher_request(e["question"], [e["context"]]) for e in examples])
                     answers = {e["id"]: r.text.strip().rstrip(".") for e, r in zip(examples, results)}
                     scores = score_examples(examples, answers)
@@ -195,8 +212,9 @@ def main() -> None:
     parser.add_argument("--teacher-timed", type=int, default=20, help="questions timed per teacher thread count")
     parser.add_argument("--teacher-scored", type=int, default=None, help="devset questions per article the teacher answers (default all)")
     parser.add_argument("--no-teacher", action="store_true")
+    parser.add_argument("--articles", nargs="*", default=ARTICLES, help="devset articles (default all three)")
     args = parser.parse_args()
-    students = {a: args.work / a / args.variant / f"s{args.seed}" / STUDENT for a in ARTICLES}
+    students = {a: args.work / a / args.variant / f"s{args.seed}" / STUDENT for a in args.articles}
     missing = [str(p) for p in students.values() if not p.is_dir()]
     if missing:
         raise SystemExit(f"error: no student in {', '.join(missing)}: run benchmarks/devset.py --variant {args.variant} --seeds {args.seed} first")
@@ -204,10 +222,10 @@ def main() -> None:
     for model_dir in students.values():
         note = export_student(model_dir, model_dir.parent / STUDENT_ONNX)
         print(f"exported {model_dir} in {note['seconds']} s: {json.dumps(note['formats'])}", flush=True)
-    items = questions_with_passages(args.work)
-    rows = student_rows(args.work, students, items, cfg, args.timed)
+    items = questions_with_passages(args.work, args.articles)
+    rows = student_rows(students, items, cfg, args.timed)
     if not args.no_teacher:
-        rows.append(teacher_row(items, args.teacher_timed, args.teacher_scored))
+        rows.append(teacher_row(items, args.articles, args.teacher_timed, args.teacher_scored))
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or 'cpu'}, torch {torch.__version__}",
         "command": "benchmarks/student_speed.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),

@@ -88,17 +88,23 @@ def export_fp32(model_dir: Path, target: Path, names: list[str], sample: dict) -
     traced.unlink()
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantisation of the graph's MatMul weights (feed-forward layers, attention
-    output projections, the QA head), per output channel. The fused attention (its query, key and
-    value projections) stays fp32: quantised as well it is ~12% faster, but on the devset's human
-    questions it lost 1.0-2.4 F1 where MatMuls alone lose none (docs/benchmarks.md)."""
+# What int8 quantises: the MatMuls (feed-forward layers, attention output projections, the QA
+# head). Measured on the devset's human questions (docs/benchmarks.md): the fused attention's
+# query/key/value projections quantised as well are ~12% faster but moved F1 by -2.4 to +1.8
+# (answers changed), and the embedding table as well (90 -> 31 MB) cost 0.6-0.8 F1.
+INT8_OPS = ("MatMul",)
+
+
+def quantize_int8(source: Path, target: Path, op_types: tuple[str, ...] | None = INT8_OPS, per_channel: bool = True) -> None:
+    """Dynamic int8 quantisation (int8 weights, activations quantised per batch at run time) of
+    the weights of `op_types` (None: every op onnxruntime can quantise), per output channel."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_logging():
         # the fused ops are outside ONNX's shape inference: their outputs are float
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=list(op_types) if op_types else None,
                          extra_options={"DefaultTensorType": TensorProto.FLOAT})
 
 
