@@ -54,12 +54,12 @@ DEVSET = Path(__file__).resolve().parents[2] / "shared" / "devset"
 ARTICLES = ["geology", "1973_oil_crisis", "pharmacy"]
 PASSAGES = 5
 BATCH = 32
-RUNTIMES = {"torch": "student, PyTorch fp32", "onnx": "student, ONNX fp32", "onnx-int8": "student, ONNX int8 (default: MatMuls)"}
+RUNTIMES = {"torch": "student, PyTorch fp32", "onnx": "student, ONNX fp32", "onnx-int8": "student, ONNX int8 (the default: every op, per tensor)"}
 # other int8 quantisations of the fp32 export: (row name, op types (None: all), per channel)
 VARIANTS = {
-    "int8-embeddings": ("student, ONNX int8, MatMuls + embeddings", ("MatMul", "EmbedLayerNormalization"), True),
-    "int8-all": ("student, ONNX int8, every op (attention too)", None, True),
-    "int8-all-per-tensor": ("student, ONNX int8, every op, per-tensor scales", None, False),
+    "int8-per-channel": ("student, ONNX int8, every op, per channel", None, True),
+    "int8-matmul": ("student, ONNX int8, MatMuls only (attention fp32), per channel", ("MatMul",), True),
+    "int8-matmul-embeddings": ("student, ONNX int8, MatMuls + embeddings, per channel", ("MatMul", "EmbedLayerNormalization"), True),
 }
 TEACHER_SYSTEM = "You answer questions about a text. Reply with the answer only: a few words copied from the text."
 
