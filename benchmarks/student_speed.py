@@ -13,6 +13,8 @@ uses it, asked for a short answer copied from the passages). Columns:
 - latency of one question with its 5 best passages (the article's index, as `ask` retrieves them):
   the student's `Reader.answer` with the answer settings' n_best, the teacher's answer; p50/p95
   over `--timed` questions (`--teacher-timed` for the teacher), with 1 thread and with all cores;
+  the student's runtimes take turns on each question, so drift in the machine's speed moves all
+  of them alike;
 - questions/s at batch 32: 32 questions x 5 passages in one `Reader.answer` call (all cores); the
   teacher reads one prompt at a time (llama-cpp-python has no batch API), so its figure is 32
   questions one after another;
@@ -102,63 +104,77 @@ def questions_with_passages(work: Path, articles: list[str]) -> list[tuple[str, 
 
 
 def student_rows(students: dict[str, Path], items: list[tuple[str, list[str]]], cfg: Config, n_timed: int) -> list[dict]:
+    """One row per runtime. Timings are interleaved (each question read by every runtime in turn),
+    so a machine that speeds up or slows down meanwhile (a shared VM does) moves all rows alike."""
     n_best = cfg.answer.n_best
-    ranker = load_ranker(cfg)
+    runtimes = [*RUNTIMES, *VARIANTS]
     first = next(iter(students.values()))
-    rows = []
-    torch_answers: dict[str, str] = {}
-    for runtime in [*RUNTIMES, *VARIANTS]:
-        def onnx_file(model_dir: Path) -> Path:
-            return model_dir.parent / STUDENT_ONNX / (ONNX_FILES[runtime] if runtime in ONNX_FILES else f"{runtime}.onnx")
 
-        def load(model_dir: Path, threads: int | None) -> Reader:
-            if runtime == "torch":
-                torch.set_num_threads(threads or usable_cores())
-                return Reader.load(model_dir, device="cpu")
-            return OnnxReader(onnx_file(model_dir), runtime, threads)
+    def onnx_file(runtime: str, model_dir: Path) -> Path:
+        return model_dir.parent / STUDENT_ONNX / (ONNX_FILES[runtime] if runtime in ONNX_FILES else f"{runtime}.onnx")
 
-        if runtime in VARIANTS:
-            for model_dir in students.values():
-                quantize_int8(onnx_file(model_dir).with_name(ONNX_FILES["onnx"]), onnx_file(model_dir), *VARIANTS[runtime][1:])
-        row: dict = {"model": RUNTIMES.get(runtime) or VARIANTS[runtime][0]}
-        weights = first / WEIGHTS_FILE if runtime == "torch" else onnx_file(first)
-        row["mb"] = round(weights.stat().st_size / 1e6, 1)
-        row["params_m"] = round(sum(p.numel() for p in Reader.load(first, device="cpu").model.parameters()) / 1e6, 1)
-        for label, threads in (("1 thread", 1), ("all cores", None)):
-            reader = load(first, threads)
-            cycle = iter(items * (1 + (n_timed + 2) // len(items)))
+    def load(runtime: str, model_dir: Path, threads: int | None) -> Reader:
+        if runtime == "torch":
+            return Reader.load(model_dir, device="cpu")
+        return OnnxReader(onnx_file(runtime, model_dir), runtime, threads)
 
-            def one() -> None:
-                question, passages = next(cycle)
+    for runtime in VARIANTS:
+        for model_dir in students.values():
+            quantize_int8(onnx_file("onnx", model_dir), onnx_file(runtime, model_dir), *VARIANTS[runtime][1:])
+    params = round(sum(p.numel() for p in Reader.load(first, device="cpu").model.parameters()) / 1e6, 1)
+    rows = {
+        rt: {
+            "model": RUNTIMES.get(rt) or VARIANTS[rt][0],
+            "params_m": params,
+            "mb": round((first / WEIGHTS_FILE if rt == "torch" else onnx_file(rt, first)).stat().st_size / 1e6, 1),
+        }
+        for rt in runtimes
+    }
+    for label, threads in (("1 thread", 1), ("all cores", None)):
+        torch.set_num_threads(threads or usable_cores())  # torch's threads; onnxruntime's are per session
+        readers = {rt: load(rt, first, threads) for rt in runtimes}
+        ms: dict[str, list[float]] = {rt: [] for rt in runtimes}
+        for i, (question, passages) in enumerate(items[: n_timed + 2]):
+            for rt, reader in readers.items():
+                started = time.perf_counter()
                 reader.answer([question] * len(passages), passages, top_k=n_best)
-
-            row[label] = percentiles(timed(one, n_timed))
-        batch = items[:BATCH]
-        pairs = [(q, p) for q, passages in batch for p in passages]
-        ms = timed(lambda: reader.answer([q for q, _ in pairs], [p for _, p in pairs], top_k=n_best), 3, warm_up=1)
-        row["qps_batch32"] = round(BATCH / (statistics.median(ms) / 1000), 1)
+                if i >= 2:  # the first two are warm-up
+                    ms[rt].append(1000 * (time.perf_counter() - started))
+        for rt in runtimes:
+            rows[rt][label] = percentiles(ms[rt])
+    pairs = [(q, p) for q, passages in items[:BATCH] for p in passages]
+    batch_s: dict[str, list[float]] = {rt: [] for rt in runtimes}
+    for repeat in range(4):
+        for rt, reader in readers.items():  # all cores
+            started = time.perf_counter()
+            reader.answer([q for q, _ in pairs], [p for _, p in pairs], top_k=n_best)
+            if repeat:
+                batch_s[rt].append(time.perf_counter() - started)
+    ranker = load_ranker(cfg)
+    torch_answers: dict[str, str] = {}
+    for rt in runtimes:
+        row = rows[rt]
+        row["qps_batch32"] = round(BATCH / statistics.median(batch_s[rt]), 1)
         # devset F1, each article read by its own student
         f1_total, n_total, same = 0.0, 0, 0
         for article, model_dir in students.items():
             examples = squad_examples(load_squad(DEVSET / f"{article}.squad.json"))
-            scores, answers = score_reader(load(model_dir, None), examples, ranker=ranker)
+            scores, answers = score_reader(load(rt, model_dir, None), examples, ranker=ranker)
             f1_total += scores["f1"] * scores["n"]
             n_total += scores["n"]
             for key, text in answers.items():
-                if runtime == "torch":
+                if rt == "torch":
                     torch_answers[f"{article}/{key}"] = text
                 else:
                     same += torch_answers[f"{article}/{key}"] == text
         row["devset_f1"] = round(f1_total / n_total, 2)
-        row["same_answer_as_torch"] = None if runtime == "torch" else round(100 * same / n_total, 1)
+        row["same_answer_as_torch"] = None if rt == "torch" else round(100 * same / n_total, 1)
         row["questions"] = n_total
-        rows.append(row)
         print(json.dumps(row), flush=True)
-        if runtime in VARIANTS:
-            for model_dir in students.values():
-                onnx_file(model_dir).unlink()
-    torch.set_num_threads(usable_cores())
-    return rows
+    for runtime in VARIANTS:
+        for model_dir in students.values():
+            onnx_file(runtime, model_dir).unlink()
+    return list(rows.values())
 
 
 def teacher_row(items: list[tuple[str, list[str]]], articles: list[str], n_timed: int, n_scored: int | None) -> dict:

@@ -19,17 +19,17 @@ from distillqa.student.export import export_student
 from distillqa.student.reader import EXPORT_NOTE, ONNX_FILES, OnnxReader, Reader, load_reader
 from tests.helpers import HARBOUR, ORCHARD, tiny_bert
 
-QUESTIONS = [
-    "Who built the harbour light?",
-    "How tall is the white tower?",
-    "What did the first lamp burn?",
-    "Who designed the paraffin burner?",
-    "When was the light automated?",
-    "What runs the museum?",
-    "How many apple trees are in the orchard?",
-    "When is the cider festival?",
+ASKED = [  # (passage, question)
+    (HARBOUR, "Who built the harbour light?"),
+    (HARBOUR, "What did the first lamp burn?"),
+    (HARBOUR, "Who designed the paraffin burner?"),
+    (HARBOUR, "Who was the last keeper?"),
+    (HARBOUR, "Where does the light stand?"),
+    (HARBOUR, "What does the building house today?"),
+    (ORCHARD, "Who planted the apple trees?"),
+    (ORCHARD, "What does the village hold every October?"),
 ]
-CONTEXTS = [HARBOUR] * 6 + [ORCHARD] * 2
+CONTEXTS, QUESTIONS = (list(column) for column in zip(*ASKED))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_export_writes_a_model_folder_and_a_note(exported: Path):
 def test_onnx_answers_as_torch_does(exported: Path):
     """fp32: the same spans and scores to 1e-4 (the same arithmetic in another order). int8: the
     same best span for nearly all questions and scores within 0.1: weights rounded to 1/127 of
-    each channel's range move logits by a few hundredths, which reorders only near-ties."""
+    each tensor's range move logits by a few hundredths, which reorders only near-ties."""
     torch_reader = Reader.load(exported / STUDENT, device="cpu")
     expected = torch_reader.answer(QUESTIONS, CONTEXTS, top_k=5)
     fp32 = OnnxReader(exported / STUDENT_ONNX / ONNX_FILES["onnx"], "onnx").answer(QUESTIONS, CONTEXTS, top_k=5)

@@ -227,7 +227,7 @@ class ExportConfig(_Section):
 
     onnx: bool = Field(
         True,
-        description="Export the trained student to ONNX (RUN/student_onnx; ~15 s for MiniLM): ask, serve and evaluate read with the fastest export present.",
+        description="Export the trained student to ONNX (RUN/student_onnx; ~5 s for MiniLM): ask, serve and evaluate read with the fastest export present.",
     )
     quantize: Literal["int8", "none"] = Field(
         "int8", description="Also write a dynamically quantised int8 model: a quarter of the size, faster on a CPU."
