@@ -1,8 +1,10 @@
 """ONNX export and onnxruntime sessions, shared by the query encoder and the student reader.
 
-Both export a PyTorch module with torch's dynamo ONNX exporter (dynamic batch and length) and
-run it with onnxruntime on the CPU, where its fused kernels skip most of PyTorch's per-operator
-overhead (docs/benchmarks.md).
+The query encoder is exported with torch's dynamo exporter (`export_onnx`); the student with the
+TorchScript exporter, whose graph onnxruntime's optimizer can fuse (`student.export`); both under
+`quiet_export`, and both run by `ort_session` on the CPU. For one short question onnxruntime
+skips most of PyTorch's per-operator overhead (~4x); for the student's full windows it is no
+faster in fp32, and its gain comes from int8 (docs/benchmarks.md).
 """
 
 from __future__ import annotations

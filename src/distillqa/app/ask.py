@@ -151,8 +151,10 @@ class Asker:
         # config.yaml as it is now, not from when the index was built; read only, never saved back.
         cfg = cfg or RunFolder(self.run_dir).saved_config()
         self.retrieval = cfg.retrieval
-        # sentences are embedded by the index's query encoder, loaded on first use, and remembered
-        self.ranker = AnswerRanker(cfg.answer, CachedEncoder(lambda texts: self.index.query_encoder.encode(texts)))
+        # questions (for the search) and sentences (for the ranker) are embedded by the index's
+        # query encoder, loaded on first use, and remembered: the ranker re-embeds the question
+        self.embed = CachedEncoder(lambda texts: self.index.query_encoder.encode(texts))
+        self.ranker = AnswerRanker(cfg.answer, self.embed)
         self.reader: Reader = load_reader(self.run_dir if model_dir is None else self.model_dir, cfg.answer.reader_runtime, device)
         # One question at a time: HF tokenizers raise "Already borrowed" when two threads share one.
         self._lock = threading.Lock()
@@ -177,7 +179,7 @@ class Asker:
         cfg = self.retrieval
         n_best = max([*top_k, self.ranker.cfg.n_best])
         with self._lock:
-            vectors = self.index.query_encoder.encode(questions)
+            vectors = self.embed(questions)
             hits = [
                 self.index.search(q, max(cfg.top_k, cfg.passages_per_answer * k), query_vector=v, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
                 for q, k, v in zip(questions, top_k, vectors)

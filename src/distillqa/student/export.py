@@ -1,8 +1,8 @@
 """`distillqa export`: the trained student as ONNX (fp32, and int8 by default) for fast CPU answers.
 
 The student's logits come from a plain PyTorch module; exported with torch's ONNX exporter and
-run by onnxruntime they are the same numbers (fp32, to ~1e-5) at a fraction of the per-operator
-overhead. Dynamic int8 quantisation (onnxruntime's `quantize_dynamic`: int8 weights, activations
+run by onnxruntime they are the same numbers (fp32, to ~1e-5), and no faster than PyTorch on a
+CPU for full windows. Dynamic int8 quantisation (onnxruntime's `quantize_dynamic`: int8 weights, activations
 quantised per batch at run time) stores the weights in a quarter of the space and runs the
 matrix products on integer kernels; it moves the logits a little, so the export measures how far
 on a few sample windows and records it in `export.json`. Windows, span search and ranking stay
@@ -175,7 +175,10 @@ def export_student(model_dir: Path, out: Path, quantize: str = "int8") -> dict:
                 name: {"file": ONNX_FILES[name], "mb": round((tmp / ONNX_FILES[name]).stat().st_size / 1e6, 1), **checks[name]}
                 for name in formats
             },
-            "quantization": "dynamic int8 (onnxruntime quantize_dynamic): every weight QInt8, per tensor" if quantize == "int8" else None,
+            "quantization": (
+                f"dynamic int8 (onnxruntime quantize_dynamic): QInt8 weights of {', '.join(INT8_OPS) if INT8_OPS else 'every op'}, "
+                f"{'per channel' if INT8_PER_CHANNEL else 'per tensor'}"
+            ) if quantize == "int8" else None,
             "exporter": f"torch {torch.__version__} torch.onnx.export (TorchScript, eager attention), onnxruntime.transformers.optimizer (bert fusions)",
             "onnxruntime": onnxruntime.__version__,
             "seconds": round(time.perf_counter() - started, 1),
