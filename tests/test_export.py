@@ -55,6 +55,21 @@ def test_export_writes_a_model_folder_and_a_note(exported: Path):
     assert len(note["source_sha256"]) == 64
 
 
+def test_export_leaves_the_root_logger_as_it_was(exported: Path, tmp_path: Path):
+    """onnxruntime's quantiser configures the root logger on import; after an export, the
+    pipeline's own log records must not start printing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; from pathlib import Path; from distillqa.student.export import export_student; "
+        f"export_student(Path({str(exported / STUDENT)!r}), Path({str(tmp_path / 'out')!r})); "
+        "root = logging.getLogger(); print(len(root.handlers), root.level)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-2:] == ["0", str(logging.WARNING)]
+
+
 def test_onnx_answers_as_torch_does(exported: Path):
     """fp32: the same spans and scores to 1e-4 (the same arithmetic in another order). int8: the
     same best span for nearly all questions and scores within 0.1: weights rounded to 1/127 of

@@ -114,12 +114,18 @@ def quantize_int8(
 
 @contextmanager
 def _quiet_logging() -> Iterator[None]:
-    """onnxruntime's optimizer and quantiser log advice at WARNING on the root logger."""
+    """onnxruntime's optimizer and quantiser log advice at WARNING on the root logger, and one of
+    their modules calls `logging.basicConfig` when imported, which would print every later log
+    record of the process (the pipeline's INFO, bm25s' DEBUG): the root logger is put back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     logging.disable(logging.WARNING)
     try:
         yield
     finally:
         logging.disable(logging.NOTSET)
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _sample_logits(reader: Reader) -> tuple[np.ndarray, np.ndarray]:
