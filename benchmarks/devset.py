@@ -44,7 +44,7 @@ from pathlib import Path
 from distillqa.config import Config, load_config
 from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.io import read_json, read_jsonl, write_json
-from distillqa.layout import CHUNKS, DATASET_SUMMARY, DOCUMENTS, GENERATIONS, STUDENT
+from distillqa.layout import CHUNKS, DATASET_SUMMARY, DOCUMENTS, GENERATIONS, STUDENT, TEACHER_CACHE
 from distillqa.pipeline import STAGE_BY_NAME, Run
 from distillqa.student.evaluate import load_ranker, score_reader
 from distillqa.student.reader import Reader, load_base_student
@@ -75,8 +75,8 @@ def question_shape(squad_file: Path) -> dict:
 
 
 def base_run(article: str, work: Path, cfg: Config, adopt: Path | None = None) -> Run:
-    """WORK/ARTICLE/base: ingest, chunk, generate and index with `cfg` (made once); generations
-    are taken from ADOPT/ARTICLE when they match (`adopt_generations`)."""
+    """WORK/ARTICLE/base: ingest, chunk, generate and index with `cfg` (made once); the teacher
+    output of ADOPT/ARTICLE's runs is reused wherever it matches (`adopt_teacher_cache`)."""
     run = Run(work / article / "base", quiet=True)
     run.root.mkdir(parents=True, exist_ok=True)
     run.save_config(cfg)
@@ -84,32 +84,21 @@ def base_run(article: str, work: Path, cfg: Config, adopt: Path | None = None) -
     run.setup_logging()
     for name in ("ingest", "chunk", "generate", "index"):
         if name == "generate" and adopt is not None:
-            adopt_generations(run, adopt / article, cfg)
+            adopt_teacher_cache(run, adopt / article)
         run.run_stage(STAGE_BY_NAME[name], cfg)
     return run
 
 
-def adopt_generations(run: Run, earlier: Path, cfg: Config) -> None:
-    """Reuse an earlier run's generations.jsonl (minutes of teacher time per article) when it was
-    made from the same chunks with the same teacher and generate settings; else generate anew."""
-    stage = STAGE_BY_NAME["generate"]
-    if run.is_current(stage, cfg) or not (earlier / GENERATIONS).is_file() or not (earlier / CHUNKS).is_file():
-        return
-    old = read_json(earlier / "manifest.json")["config"]
-    now = cfg.model_dump(mode="json")
-    same = all(old[k] == now[k] for k in ("teacher", "generate")) and all(
-        old["questions"][k] == now["questions"][k] for k in ("max_answer_words", "max_question_words", "min_sentence_words")
-    )
-    if not same or (earlier / CHUNKS).read_bytes() != run.path(CHUNKS).read_bytes():
-        return
-    shutil.copy(earlier / GENERATIONS, run.path(GENERATIONS))
-    shutil.copy(earlier / "generate_summary.json", run.path("generate_summary.json"))
-    manifest = run.manifest
-    manifest["stages"]["generate"] = {
-        "status": "done", "fingerprint": run.fingerprint(stage, cfg), "scope": run.scope_hash(stage, cfg),
-        "adopted_from": str(earlier), "summary": {},
-    }
-    run.save_manifest(manifest)
+def adopt_teacher_cache(run: Run, earlier: Path) -> None:
+    """Add the teacher caches of the runs under `earlier` to this run's (minutes of teacher time
+    per article): the cache keys (`distillqa.teacher.cache`) decide which chunks match."""
+    ours = run.path(TEACHER_CACHE)
+    have = ours.read_bytes() if ours.exists() else b""
+    with open(ours, "ab") as f:
+        for cache in sorted(earlier.rglob(TEACHER_CACHE)):
+            for line in cache.read_bytes().splitlines(keepends=True):
+                if line.endswith(b"\n") and line not in have:
+                    f.write(line)
 
 
 def variant_run(base: Run, folder: Path, cfg: Config) -> Run:
@@ -295,7 +284,7 @@ def main() -> None:
     parser.add_argument("--articles", nargs="*", default=ARTICLES)
     parser.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     parser.add_argument("--work", type=Path, default=Path("runs/devset"))
-    parser.add_argument("--adopt", type=Path, help="folder of earlier runs named after the articles whose generations to reuse")
+    parser.add_argument("--adopt", type=Path, help="folder of earlier runs named after the articles whose teacher output to reuse")
     parser.add_argument("--render", action="store_true", help="only print the table of WORK/devset_results.json")
     args = parser.parse_args()
     path = args.work / RESULTS

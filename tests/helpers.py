@@ -4,7 +4,10 @@ config, fake teachers. Fixtures built from them live in conftest.py."""
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from distillqa.config import RetrievalConfig
@@ -90,10 +93,13 @@ class SlowEchoTeacher:
     name = "test:slow-echo"
     supports_json_schema = False
 
+    def __init__(self, delay_s: float = 0.05):
+        self.delay_s = delay_s
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         out = []
         for r in requests:
-            time.sleep(0.05)
+            time.sleep(self.delay_s)
             prompt = r.messages[-1]["content"]
             sentence = prompt.split("\n", 1)[0].removeprefix("Sentence: ")
             words = [w for w in sentence.rstrip(".").split() if not w[0].isdigit()]
@@ -103,3 +109,39 @@ class SlowEchoTeacher:
 
     def close(self) -> None:
         pass
+
+
+def encrypted_pdf(path: Path, text: str, password: str) -> Path:
+    """A one-page PDF whose text opens only with `password`."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    pdf.multi_cell(0, 6, text)
+    pdf.set_encryption(owner_password=f"owner-{password}", user_password=password)
+    pdf.output(str(path))
+    return path
+
+
+@contextmanager
+def running(app) -> Iterator[str]:
+    """uvicorn serving `app` in a background thread on a free loopback port; yields its URL."""
+    import uvicorn
+
+    from distillqa.app.serve import bind
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -5,16 +5,13 @@ when /usr/bin/chromium is missing. The background-networking flags keep Chromium
 to reach Google's services, which a closed network turns into long stalls.
 """
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from distillqa.app.serve import create_app
-from tests.helpers import HARBOUR, tiny_document, tiny_run
+from tests.helpers import HARBOUR, running, tiny_document, tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -28,23 +25,9 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/ch
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory) -> Iterator[str]:
     """uvicorn serving a tiny run in a background thread, on a socket bound to a free port."""
-    import uvicorn
-
     run_dir = tiny_run(tmp_path_factory.mktemp("browser") / "run", documents=[DOCUMENT], passage_tokens=200)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(run_dir), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with running(create_app(run_dir)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from distillqa.cli import app
 from distillqa.models import bundled_encoder
+from tests.helpers import encrypted_pdf
 
 runner = CliRunner()
 
@@ -115,14 +116,7 @@ def test_bad_paths_fail_before_a_run_folder_exists(tmp_path: Path, monkeypatch, 
 
 
 def test_encrypted_pdf_password_flag(tmp_path: Path):
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.add_page()
-    pdf.set_font("Helvetica", size=11)
-    pdf.multi_cell(0, 6, "Locked text.")
-    pdf.set_encryption(owner_password="o", user_password="pw")
-    pdf.output(str(tmp_path / "locked.pdf"))
+    encrypted_pdf(tmp_path / "locked.pdf", "Locked text.", "pw")
     result = runner.invoke(app, ["ingest", str(tmp_path / "locked.pdf"), "--out", str(tmp_path / "r1"), "--quiet"])
     assert result.exit_code == 2 and "--pdf-password" in error_lines(result)[0]
     result = runner.invoke(app, ["ingest", str(tmp_path / "locked.pdf"), "--out", str(tmp_path / "r2"), "--pdf-password", "pw", "-q"])

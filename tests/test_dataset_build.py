@@ -378,15 +378,3 @@ def test_span_clozes_join_the_teacher_pairs(tmp_path):
     run_stage(teacher_only, small_context_config())
     teacher_pairs = {(r["question"], r["offset"]) for r in read_jsonl(teacher_only.path("qa.jsonl"))}
     assert teacher_pairs == {(r["question"], r["offset"]) for r in records if r["route"] != "span-cloze"}
-
-
-def test_only_generations_of_chunks_in_generate_scope_are_used(tmp_path):
-    """After generate.max_chunks is lowered, generations.jsonl still holds the chunks a higher
-    limit made (so raising it again resumes); build-dataset leaves them out."""
-    run = write_run(tmp_path / "run")
-    cfg = small_context_config().model_copy(update={"generate": Config().generate.model_copy(update={"max_chunks": 2})})
-    summary = run_stage(run, cfg)
-    assert {r["chunk_id"] for r in read_jsonl(run.path("qa.jsonl"))} <= {"geology-aaaa-0000", "geology-aaaa-0001"}
-    assert read_json(run.path("dataset_summary.json"))["generations"] == 2
-    everything = run_stage(write_run(tmp_path / "all"), small_context_config())
-    assert summary["pairs_proposed"] < everything["pairs_proposed"]

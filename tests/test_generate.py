@@ -11,7 +11,7 @@ import pytest
 from distillqa.config import Config
 from distillqa.errors import DistillqaError
 from distillqa.io import read_json, read_jsonl, write_jsonl
-from distillqa.layout import CHUNKS, GENERATE_SUMMARY, GENERATIONS
+from distillqa.layout import CHUNKS, GENERATE_SUMMARY, GENERATIONS, TEACHER_CACHE
 from distillqa.pipeline import STAGE_BY_NAME, Run
 from distillqa.teacher import generate as gen
 from distillqa.teacher.base import GenerationRequest, GenerationResult
@@ -82,9 +82,9 @@ def cfg_for(mode: str = "answer-first", **generate) -> Config:
 
 
 def run_chunks(tmp_path: Path, teacher: ScriptedTeacher, cfg: Config, chunks: list[dict] | None = None) -> list[dict]:
-    out = tmp_path / "generations.jsonl"
-    generate_chunks(chunks or make_chunks(), teacher, cfg, out)
-    return read_jsonl(out)
+    records: list[dict] = []
+    generate_chunks(chunks or make_chunks(), teacher, cfg, records.append)
+    return records
 
 
 def test_request_seed_is_stable_and_distinct() -> None:
@@ -220,22 +220,6 @@ def test_requests_of_many_chunks_go_out_in_one_wave(tmp_path: Path) -> None:
     assert len(teacher.calls) <= 5
 
 
-def test_generate_chunks_skips_chunks_already_done(tmp_path: Path) -> None:
-    out = tmp_path / "generations.jsonl"
-    chunks = make_chunks()
-    first = ScriptedTeacher(good_questions)
-    generate_chunks(chunks[:2], first, cfg_for(), out)
-    with open(out, "a", encoding="utf-8") as f:
-        f.write('{"chunk_id": "doc-0000-0002", "pai')  # a line torn by a crash
-    second = ScriptedTeacher(good_questions)
-    assert generate_chunks(chunks, second, cfg_for(), out) == 1
-    records = read_jsonl(out)
-    assert [r["chunk_id"] for r in records] == [c["chunk_id"] for c in chunks]
-    assert out.read_text(encoding="utf-8").count("\n") == 3
-    assert all("Marie Curie" in r.messages[-1]["content"] or "polonium" in r.messages[-1]["content"]
-               or "Prize" in r.messages[-1]["content"] or "notebooks" in r.messages[-1]["content"] for r in second.requests)
-
-
 # -- run_stage --------------------------------------------------------------------------------
 def make_run(tmp_path: Path, chunks: list[dict]) -> tuple[Run, Config]:
     run = Run(tmp_path / "run", quiet=True)
@@ -254,7 +238,7 @@ def test_run_stage_writes_summary_and_returns_flat_dict(tmp_path: Path, monkeypa
     assert teacher.closed
     assert all(isinstance(v, (int, float, str)) for v in result.values())
     summary = read_json(run.path(GENERATE_SUMMARY))
-    assert summary["chunks"] == 3 and summary["chunks_skipped_resume"] == 0 and summary["chunks_generated"] == 3
+    assert summary["chunks"] == 3 and summary["chunks_reused"] == 0 and summary["chunks_generated"] == 3
     assert summary["teacher"] == "scripted:test" and summary["mode"] == "answer-first"
     routes = summary["routes"]
     assert routes[ANSWER_FIRST]["pairs"] == summary["pairs"] > 0
@@ -339,6 +323,14 @@ class CountingLoads:
         return self.teachers[-1]
 
 
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> CountingLoads:
+    """Every teacher the generate stage loads in this test."""
+    counting = CountingLoads()
+    monkeypatch.setattr(gen, "load_teacher", counting)
+    return counting
+
+
 def chunk_of(request: GenerationRequest, chunks: list[dict]) -> str:
     """The chunk an answer-first request is about (its sentence is in exactly one test chunk)."""
     sentence = request.messages[-1]["content"].split("\n", 1)[0].removeprefix("Sentence: ")
@@ -346,9 +338,7 @@ def chunk_of(request: GenerationRequest, chunks: list[dict]) -> str:
     return chunk_id
 
 
-def test_speed_settings_keep_a_finished_generate_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    loads = CountingLoads()
-    monkeypatch.setattr(gen, "load_teacher", loads)
+def test_speed_settings_keep_a_finished_generate_stage(tmp_path: Path, loads: CountingLoads) -> None:
     run, cfg = make_run(tmp_path, make_chunks())
     stage = STAGE_BY_NAME["generate"]
     run.run_stage(stage, cfg)
@@ -356,14 +346,12 @@ def test_speed_settings_keep_a_finished_generate_stage(tmp_path: Path, monkeypat
     faster = run.config(overrides=["teacher.concurrency=16", "teacher.timeout_s=5", "teacher.n_threads=2",
                                    "teacher.batch_size=4", "generate.wave_requests=3"])
     assert run.is_current(stage, faster)
-    assert run.run_stage(stage, faster)["skipped"] is True
+    assert run.run_stage(stage, faster)["up_to_date"] is True
     assert run.path(GENERATIONS).read_bytes() == before
     assert len(loads.teachers) == 1
 
 
-def test_max_chunks_is_a_scope_generation_resumes_across(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    loads = CountingLoads()
-    monkeypatch.setattr(gen, "load_teacher", loads)
+def test_max_chunks_reuses_the_teacher_cache_both_ways(tmp_path: Path, loads: CountingLoads) -> None:
     chunks = make_chunks()
     run, _ = make_run(tmp_path, chunks)
     stage = STAGE_BY_NAME["generate"]
@@ -374,29 +362,54 @@ def test_max_chunks_is_a_scope_generation_resumes_across(tmp_path: Path, monkeyp
     raised = run.config(overrides=["generate.max_chunks=3"])
     assert not run.is_current(stage, raised)
     summary = run.run_stage(stage, raised)
-    assert (summary["chunks"], summary["chunks_skipped_resume"], summary["chunks_generated"]) == (3, 1, 2)
-    assert run.path(GENERATIONS).read_text().startswith(first)  # the first chunk's line is kept as it was
+    assert (summary["chunks"], summary["chunks_reused"], summary["chunks_generated"]) == (3, 1, 2)
+    assert run.path(GENERATIONS).read_text().startswith(first)  # the first chunk's line is the cached one
     assert {chunk_of(r, chunks) for r in loads.teachers[-1].requests} == {c["chunk_id"] for c in chunks[1:]}
 
     lowered = run.config(overrides=["generate.max_chunks=2"])
     summary = run.run_stage(stage, lowered)  # nothing to generate: no teacher is loaded
-    assert (summary["chunks"], summary["chunks_generated"], len(loads.teachers)) == (2, 0, 2)
-    assert len(read_jsonl(run.path(GENERATIONS))) == 3  # kept for a higher limit
-    assert read_json(run.path(GENERATE_SUMMARY))["chunks"] == 2
+    assert (summary["chunks"], summary["chunks_reused"], summary["chunks_generated"], len(loads.teachers)) == (2, 2, 0, 2)
+    assert len(read_jsonl(run.path(GENERATIONS))) == 2
     assert run.is_current(stage, lowered)
+
+
+def test_a_torn_or_damaged_cache_line_regenerates_only_that_chunk(tmp_path: Path, loads: CountingLoads) -> None:
+    chunks = make_chunks()
+    run, cfg = make_run(tmp_path, chunks)
+    stage = STAGE_BY_NAME["generate"]
+    run.run_stage(stage, cfg)
+    cache = run.path(TEACHER_CACHE)
+    lines = cache.read_bytes().splitlines(keepends=True)
+    cache.write_bytes(lines[0] + b"{not json\n" + lines[2][:40])  # line 2 damaged, line 3 torn by a kill
+    summary = run.run_stage(stage, cfg, force=True)
+    assert (summary["chunks_reused"], summary["chunks_generated"]) == (1, 2)
+    assert cache.read_bytes().startswith(lines[0] + b"{not json\n")  # torn tail cut, then appended to
+    assert len(read_jsonl(run.path(GENERATIONS))) == 3
 
 
 @pytest.mark.parametrize(
     "change", ["teacher.temperature=0.9", "teacher.model=other.gguf", "generate.mode=both", "questions.max_answer_words=3"]
 )
-def test_output_settings_restart_generation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
-    loads = CountingLoads()
-    monkeypatch.setattr(gen, "load_teacher", loads)
+def test_output_settings_restart_generation(tmp_path: Path, loads: CountingLoads, change: str) -> None:
     run, cfg = make_run(tmp_path, make_chunks())
     stage = STAGE_BY_NAME["generate"]
     run.run_stage(stage, cfg)
     changed = run.config(overrides=[change])
     summary = run.run_stage(stage, changed)
-    assert (summary["chunks_skipped_resume"], summary["chunks_generated"]) == (0, 3)
-    assert len(read_jsonl(run.path(GENERATIONS))) == 3  # regenerated, not appended to
+    assert (summary["chunks_reused"], summary["chunks_generated"]) == (0, 3)
+    assert len(read_jsonl(run.path(GENERATIONS))) == 3
     assert run.is_current(stage, changed) and not run.is_current(stage, cfg)
+    summary = run.run_stage(stage, cfg)
+    assert (summary["chunks_reused"], summary["chunks_generated"]) == (3, 0)  # back again: all from the cache
+
+
+def test_speed_settings_and_new_documents_reuse_the_cache(tmp_path: Path, loads: CountingLoads) -> None:
+    """A rerun after a timeout change or with one more document asks the teacher only for new chunks."""
+    chunks = make_chunks()
+    run, cfg = make_run(tmp_path, chunks[:2])
+    stage = STAGE_BY_NAME["generate"]
+    run.run_stage(stage, cfg)
+    write_jsonl(run.path(CHUNKS), chunks)  # a document added: the stage's input changed
+    summary = run.run_stage(stage, run.config(overrides=["teacher.timeout_s=300"]))
+    assert (summary["chunks_reused"], summary["chunks_generated"]) == (2, 1)
+    assert {chunk_of(r, chunks) for r in loads.teachers[-1].requests} == {chunks[2]["chunk_id"]}

@@ -1,5 +1,5 @@
 """Resume after a real SIGKILL: the restarted stage finishes with the same pairs as an uninterrupted
-run, no chunk twice, and no finished chunk regenerated."""
+run, no chunk twice, and no finished chunk regenerated (the teacher cache keeps them)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from distillqa.config import Config
 from distillqa.io import read_jsonl, write_jsonl
-from distillqa.layout import CHUNKS, DOCUMENTS, GENERATE_SUMMARY, GENERATIONS
+from distillqa.layout import CHUNKS, DOCUMENTS, GENERATE_SUMMARY, GENERATIONS, TEACHER_CACHE
 from distillqa.pipeline import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,11 +67,11 @@ def lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-def kill_when_started(cmd: list[str], generations: Path, min_lines: int = 2, timeout: float = 600) -> None:
-    """Start `cmd`, SIGKILL it once generations.jsonl has `min_lines` lines (it must not finish first)."""
+def kill_when_started(cmd: list[str], cache: Path, min_lines: int = 2, timeout: float = 600) -> None:
+    """Start `cmd`, SIGKILL it once the teacher cache has `min_lines` lines (it must not finish first)."""
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + timeout
-    while lines(generations) < min_lines:
+    while lines(cache) < min_lines:
         assert proc.poll() is None, f"stage ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
         assert time.time() < deadline, "no progress"
         time.sleep(0.02)
@@ -93,24 +93,24 @@ def pair_set(run_dir: Path) -> set[tuple[str, str, str, str]]:
 
 
 def check_resume(killed: Path, clean: Path, cmd_for, min_lines: int = 2) -> None:
-    generations = killed / GENERATIONS
-    kill_when_started(cmd_for(killed), generations, min_lines)
-    before_restart = generations.read_bytes()
+    cache = killed / TEACHER_CACHE
+    kill_when_started(cmd_for(killed), cache, min_lines)
+    assert not (killed / GENERATIONS).exists()  # written whole at the end, never half
+    before_restart = cache.read_bytes()
     complete = before_restart[: before_restart.rfind(b"\n") + 1]
-    done_before = [json.loads(line)["chunk_id"] for line in complete.decode().splitlines()]
+    done_before = [json.loads(line)["record"]["chunk_id"] for line in complete.decode().splitlines()]
     assert done_before, "nothing finished before the kill"
     assert len(done_before) < lines(killed / CHUNKS), "every chunk finished before the kill: nothing was resumed"
     finish(cmd_for(killed))
     finish(cmd_for(clean))
 
-    after = generations.read_bytes()
-    assert after.startswith(complete)  # finished chunks kept byte for byte, not regenerated
-    ids = [rec["chunk_id"] for rec in read_jsonl(generations)]
+    assert cache.read_bytes().startswith(complete)  # finished chunks kept byte for byte, not regenerated
+    ids = [rec["chunk_id"] for rec in read_jsonl(killed / GENERATIONS)]
     assert len(ids) == len(set(ids)), "a chunk was written twice"
-    assert sorted(ids) == sorted(rec["chunk_id"] for rec in read_jsonl(clean / GENERATIONS))
+    assert ids == [rec["chunk_id"] for rec in read_jsonl(clean / GENERATIONS)]
     assert pair_set(killed) == pair_set(clean) and pair_set(clean)
     summary = json.loads((killed / GENERATE_SUMMARY).read_text())
-    assert summary["chunks_skipped_resume"] == len(done_before)
+    assert summary["chunks_reused"] == len(done_before)
     assert summary["chunks_generated"] == len(ids) - len(done_before)
 
 

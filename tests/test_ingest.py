@@ -19,6 +19,7 @@ from distillqa.ingest.normalize import Page, assemble, line_key, normalise_parag
 from distillqa.ingest.plaintext import decode_text
 from distillqa.layout import DOCUMENTS
 from distillqa.pipeline import STAGE_BY_NAME, Run
+from tests.helpers import encrypted_pdf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,12 +160,7 @@ def test_pdf_with_some_scanned_pages_warns(tmp_path: Path, caplog):
 
 
 def test_encrypted_pdf_needs_the_password(tmp_path: Path):
-    pdf = FPDF()
-    pdf.add_page()
-    pdf.set_font("Helvetica", size=11)
-    pdf.multi_cell(0, 6, "The vault code is written here.")
-    pdf.set_encryption(owner_password="owner", user_password="secret")
-    pdf.output(str(tmp_path / "locked.pdf"))
+    encrypted_pdf(tmp_path / "locked.pdf", "The vault code is written here.", "secret")
     with pytest.raises(DistillqaError, match=r"locked\.pdf: the PDF is encrypted: .*--pdf-password"):
         ingest_file(tmp_path / "locked.pdf", IngestConfig())
     with pytest.raises(DistillqaError, match="wrong PDF password"):

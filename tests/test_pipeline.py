@@ -46,7 +46,7 @@ def test_stage_runs_once_then_skips(run: Run):
     cfg = Config()
     assert run.run_stage(UPPER, cfg) == {"chars": 3}
     assert run.path("b.txt").read_text() == "ABC" * int(cfg.train.epochs)
-    assert run.run_stage(UPPER, cfg)["skipped"] is True
+    assert run.run_stage(UPPER, cfg)["up_to_date"] is True
     assert CALLS == ["upper"]
     rec = json.loads(run.path(MANIFEST).read_text())["stages"]["upper"]
     assert rec["status"] == "done" and rec["summary"] == {"chars": 3} and rec["seconds"] >= 0
@@ -102,40 +102,37 @@ def test_config_is_saved_and_reused(tmp_path: Path):
 # -- what a settings change reruns ------------------------------------------------------------
 
 
-def _count(run: Run, cfg: Config) -> dict:
-    """A resumable stage whose scope is `train.epochs` items: appends the lines it lacks."""
-    path = run.path("n.txt")
-    have = path.read_text().splitlines() if path.exists() else []
-    CALLS.append("resume" if path.exists() else "fresh")
-    with open(path, "a") as f:
-        for i in range(len(have), int(cfg.train.epochs)):
-            f.write(f"{i}{'!' if cfg.ingest.skip_bad else ''}\n")
-    return {"lines": int(cfg.train.epochs)}
+def test_the_manifest_records_what_a_stage_wrote(run: Run):
+    run.run_stage(UPPER, Config())
+    wrote = json.loads(run.path(MANIFEST).read_text())["stages"]["upper"]["outputs"]["b.txt"]
+    assert wrote["bytes"] == run.path("b.txt").stat().st_size and len(wrote["sha256"]) == 64
 
 
-COUNT = Stage("count", f"{__name__}:_count", ("ingest",), ("a.txt",), ("n.txt",), resumable=True, scope=("train.epochs",))
+def test_an_edited_output_reruns_the_stage(run: Run):
+    cfg = Config()
+    run.run_stage(UPPER, cfg)
+    run.path("b.txt").write_text("edited by hand")
+    assert not run.is_current(UPPER, cfg)
+    run.run_stage(UPPER, cfg)
+    assert run.path("b.txt").read_text() == "ABC" * int(cfg.train.epochs)
+    assert CALLS == ["upper", "upper"]
 
 
-def test_a_scope_change_reruns_on_top_of_the_output_and_an_output_setting_restarts(run: Run):
-    two = load_config(None, ["train.epochs=2"])
-    run.run_stage(COUNT, two)
-    assert run.run_stage(COUNT, two)["skipped"] is True
-    four = load_config(None, ["train.epochs=4"])
-    assert not run.is_current(COUNT, four)
-    run.run_stage(COUNT, four)
-    assert run.path("n.txt").read_text() == "0\n1\n2\n3\n"
-    assert run.is_current(COUNT, four) and not run.is_current(COUNT, two)
-    # ingest.skip_bad is part of the stage's output: the old lines go
-    run.run_stage(COUNT, load_config(None, ["train.epochs=4", "ingest.skip_bad=true"]))
-    assert run.path("n.txt").read_text() == "0!\n1!\n2!\n3!\n"
-    assert CALLS == ["fresh", "resume", "fresh"]
+def test_a_failed_rerun_keeps_the_previous_output(run: Run):
+    """Outputs are replaced only when the stage succeeds (train --force interrupted keeps the model)."""
+    run.run_stage(UPPER, Config())
+    before = run.path("b.txt").read_text()
+    bad = Stage("upper", f"{__name__}:_fail", ("train",), ("a.txt",), ("b.txt",))
+    with pytest.raises(DistillqaError):
+        run.run_stage(bad, Config(), force=True)
+    assert run.path("b.txt").read_text() == before
 
 
 def test_every_stage_names_real_settings():
     from distillqa.pipeline import STAGES
 
     for stage in STAGES:
-        for name in (*stage.sections, *stage.scope):
+        for name in stage.sections:
             section, _, field = name.partition(".")
             assert section in Config.model_fields, (stage.name, name)
             assert not field or field in type(getattr(Config(), section)).model_fields, (stage.name, name)

@@ -1,25 +1,43 @@
-"""The REST API and the UI's files, through FastAPI's TestClient (no socket)."""
+"""The REST API and the UI's files, through FastAPI's TestClient (no socket), and `serve`
+(binding, uvicorn over a real socket)."""
 
+import asyncio
+import base64
+import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from distillqa.app.serve import ASSETS, MAX_BODY_BYTES, BodySizeLimit, create_app
-from tests.helpers import HARBOUR, ORCHARD, check_answers
+import distillqa.app.serve
+from distillqa.app.serve import (
+    ASSETS,
+    DOCS_ASSETS,
+    MAX_BODY_BYTES,
+    BodySizeLimit,
+    bind,
+    create_app,
+)
+from distillqa.config import ServeConfig
+from distillqa.errors import DistillqaError
+from tests.helpers import HARBOUR, ORCHARD, check_answers, running
 
 DOCUMENTS = {"harbour.txt": HARBOUR, "orchard.md": ORCHARD}
+LOCAL = "http://127.0.0.1:8000"  # the TestClient's own "testserver" is not an allowed host
 
 
 @pytest.fixture(scope="module")
 def client(small_run: Path):
-    with TestClient(create_app(small_run)) as c:  # `with` runs the lifespan: loads the Asker
+    with TestClient(create_app(small_run), base_url=LOCAL) as c:  # `with` runs the lifespan: loads the Asker
         yield c
 
 
@@ -200,11 +218,9 @@ class BlockedAsker:
 def test_a_full_queue_is_503_and_health_does_not_wait(small_run: Path):
     """While the reader is busy, /health answers at once with the queue's length, and questions
     past serve.max_queue get 503 with Retry-After instead of waiting; all others are answered."""
-    from distillqa.config import ServeConfig
-
     asker = BlockedAsker(small_run)
     app = create_app(small_run, asker=asker, cfg=ServeConfig(batch_size=2, batch_wait_ms=0, max_queue=3))
-    with TestClient(app) as c, ThreadPoolExecutor(max_workers=4) as pool:
+    with TestClient(app, base_url=LOCAL) as c, ThreadPoolExecutor(max_workers=4) as pool:
         first = pool.submit(c.post, "/ask", json={"question": "Who built the harbour light?"})
         assert asker.entered.wait(30)
         waiting = [pool.submit(c.post, "/ask", json={"question": f"Who was keeper number {i}?"}) for i in range(2)]
@@ -216,16 +232,18 @@ def test_a_full_queue_is_503_and_health_does_not_wait(small_run: Path):
         refused = c.post("/ask", json={"question": "One too many?"})
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert "waiting" in refused.json()["detail"]
+        check_security_headers(refused)
         asker.gate.set()
         assert [f.result(60).status_code for f in [first, *waiting]] == [200, 200, 200]
 
 
-def test_serve_fails_with_one_line_before_binding(tmp_path: Path):
+def test_serve_without_an_index_fails_with_one_line(monkeypatch, tmp_path: Path):
     """`distillqa serve` on a run without an index stops with the CLI's one-line error."""
     from typer.testing import CliRunner
 
     from distillqa.cli import app
 
+    monkeypatch.setattr(distillqa.app.serve, "bind", lambda host, port: bind(host, 0))  # port 8000 may be taken
     result = CliRunner().invoke(app, ["serve", str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and "distillqa index" in result.stderr
@@ -233,19 +251,211 @@ def test_serve_fails_with_one_line_before_binding(tmp_path: Path):
 
 
 def test_serve_binds_loopback_by_default(monkeypatch, tmp_path: Path):
-    """The CLI, with no --host, hands uvicorn 127.0.0.1:8000 and an app with the loaded Asker."""
+    """The CLI, with no --host, binds 127.0.0.1:8000, then hands uvicorn that socket and an app
+    with the loaded Asker, and closes the socket when uvicorn returns."""
     import uvicorn
     from typer.testing import CliRunner
 
-    import distillqa.app.serve
     from distillqa.cli import app
 
-    calls = []
+    bound, served = [], []
+
+    def fake_bind(host: str, port: int) -> socket.socket:
+        bound.append((host, port))
+        return bind("127.0.0.1", 0)  # a test must not take port 8000
+
+    monkeypatch.setattr(distillqa.app.serve, "bind", fake_bind)
     monkeypatch.setattr(distillqa.app.serve, "load_asker", lambda small_run: SimpleNamespace(ask_many=None, run=small_run))
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.append((self.config.app, sockets)))
     result = CliRunner().invoke(app, ["serve", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    [(served, kwargs)] = calls
-    assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 8000)
-    with TestClient(served) as c:
+    assert bound == [("127.0.0.1", 8000)]
+    [(app_served, [sock])] = served
+    assert sock.fileno() == -1  # closed
+    with TestClient(app_served, base_url=LOCAL) as c:
         assert c.app.state.asker.run == tmp_path
+
+
+def test_a_busy_port_fails_at_once_in_one_line(monkeypatch, tmp_path: Path):
+    """A port in use is the CLI's one-line error (exit 2) before any model loads."""
+    from typer.testing import CliRunner
+
+    from distillqa.cli import app
+
+    def load_asker(run_dir: Path):
+        pytest.fail("the models were loaded for a port that is in use")
+
+    monkeypatch.setattr(distillqa.app.serve, "load_asker", load_asker)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: 127.0.0.1:{port} is already in use: stop the other server or pass --port N\n"
+
+
+def test_bind_errors_are_one_line():
+    """Any other address the machine cannot listen on is one line too, naming host and port."""
+    with pytest.raises(DistillqaError, match=r"^cannot listen on 192\.0\.2\.1:8000: \S.*$"):  # TEST-NET-1, not this machine's
+        bind("192.0.2.1", 8000)
+    with pytest.raises(DistillqaError, match=r"^cannot listen on \[2001:db8::1\]:8000: \S.*$"):  # IPv6's documentation prefix
+        bind("2001:db8::1", 8000)
+    with bind("127.0.0.1", 0) as sock:
+        assert sock.getsockname()[0] == "127.0.0.1" and sock.getsockname()[1] > 0
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("127.0.0.1:8000", 200),
+        ("localhost:8000", 200),
+        ("LocalHost", 200),
+        ("[::1]:8000", 200),
+        ("evil.example", 400),  # DNS rebinding: a page on evil.example whose name now points to 127.0.0.1
+        ("evil.example:8000", 400),
+        ("localhost.evil.example", 400),
+        ("127.0.0.1.nip.io", 400),
+        ("testserver", 400),
+        ("", 400),
+        ("local host", 400),
+    ],
+)
+def test_only_local_host_names_are_answered(client: TestClient, host: str, status: int):
+    response = client.get("/health", headers={"Host": host})
+    assert response.status_code == status
+    if status == 400:
+        assert response.text == "Invalid host header"
+        check_security_headers(response)
+
+
+def test_allowed_hosts_setting_and_serve_host(small_run: Path):
+    """serve.allowed_hosts replaces the loopback names; the address `serve --host` names is
+    allowed too, unless it is 0.0.0.0 or ::, which no client sends."""
+
+    def status(app: FastAPI, host: str) -> int:
+        return TestClient(app, base_url=LOCAL).get("/openapi.json", headers={"Host": host}).status_code  # no lifespan: no Asker
+
+    deployed = create_app(small_run, cfg=ServeConfig(allowed_hosts=["qa.example.org", "*.lab.example.org"]))
+    assert [status(deployed, h) for h in ("qa.example.org", "a.lab.example.org:8000", "localhost", "evil.example")] == [200, 200, 400, 400]
+    lan = create_app(small_run, host="192.168.1.20")
+    assert [status(lan, h) for h in ("192.168.1.20:8000", "localhost", "192.168.1.21")] == [200, 200, 400]
+    assert status(create_app(small_run, host="fd00::20"), "[fd00::20]:8000") == 200
+    assert status(create_app(small_run, host="0.0.0.0"), "0.0.0.0:8000") == 400
+    assert ServeConfig(allowed_hosts=["::1", "QA.Example.org"]).allowed_hosts == ["[::1]", "qa.example.org"]
+    for bad in (["localhost:8000"], ["qa.*.org"], ["*example.org"], []):
+        with pytest.raises(ValueError):
+            ServeConfig(allowed_hosts=bad)
+
+
+def check_security_headers(response: httpx.Response) -> None:
+    headers = response.headers
+    assert headers["x-content-type-options"] == "nosniff", response.request.url
+    assert headers["referrer-policy"] == "no-referrer", response.request.url
+    csp = headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "unsafe" not in csp, response.request.url
+    assert len(headers.get_list("content-security-policy")) == 1
+
+
+def test_every_response_has_the_security_headers(client: TestClient):
+    """One middleware around everything: routes, UI and docs files, and each error status
+    (400, 413 and 503 are checked in their own tests)."""
+    responses = [client.get(url) for url in [*ASSETS, *DOCS_ASSETS, "/docs", "/openapi.json", "/health"]]
+    responses += [
+        client.post("/ask", json={"question": "Who built the harbour light?"}),
+        client.get("/nope"),  # 404
+        client.get("/ask"),  # 405
+        client.post("/ask", json={"question": ""}),  # 422
+        client.post("/ask", content=b"x" * (MAX_BODY_BYTES + 1), headers={"Content-Type": "application/json"}),  # 413
+    ]
+    assert [r.status_code for r in responses] == [200] * (len(responses) - 4) + [404, 405, 422, 413]
+    for response in responses:
+        check_security_headers(response)
+    assert client.get("/").headers["content-security-policy"] == distillqa.app.serve.UI_CSP  # the UI's own, strict
+
+
+def test_docs_page_may_run_only_its_own_inline_script(client: TestClient):
+    """Swagger UI's page has one inline script: its policy allows that script by hash, and
+    nothing else inline, nor from outside the server."""
+    page = client.get("/docs")
+    [script] = re.findall(r"<script>(.*?)</script>", page.text, re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    policy = dict(part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";"))
+    assert policy["script-src"] == f"'self' 'sha256-{digest}'"
+    assert policy["style-src"] == "'self'" and policy["connect-src"] == "'self'" and policy["img-src"] == "'self' data:"
+
+
+ODD_QUESTIONS = [
+    "\ud800",  # lone surrogates: not text, and UTF-8 cannot encode them
+    "Who built \udfff the light?",
+    "\udc00\ud800",
+    "\ud83d\ude00 Who?",  # a valid pair: one emoji
+    "Who\x00 built it?",
+    "\x00",
+    "\x01\x02\x1b[31m\x7f?",
+    "Who\tbuilt\r\nit?",
+    "?!...;--",
+    "\u00a0\u00a0",  # whitespace-like unicode only
+    "\u3000",
+    "\u2028\u2029\u2000\u205f",
+    "a" * 1000,  # one word, as long as a question may be
+    "e" + "\u0301" * 999,  # combining marks
+    "\u0301\u0302",
+    "מי בנה את המגדלור?",  # right to left
+    "\u202eWho built the harbour light?",
+    "🏗️💡?",
+    "😀" * 1000,
+    "\u200b\u200c\u200d\ufeff",  # zero-width only: tokenizes to nothing
+    "Who\u200bbuilt\u200bit?",
+    "谁建造了灯塔？",
+    "\ue000\uf8ff\uffff\ufffe",  # private use, noncharacters
+    "<script>alert(1)</script>",
+]
+
+
+def test_odd_questions_are_answered_or_422_never_500(client: TestClient):
+    """Each question goes as JSON with \\u escapes (the only way to send a lone surrogate)."""
+    bodies = [json.dumps({"question": q}) for q in ODD_QUESTIONS]
+    bodies += [json.dumps({"question": "Who?", "\udc00": 1}), json.dumps({"question": "\ud800", "top_k": "\udfff"})]
+    for body in bodies:
+        response = client.post("/ask", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code in (200, 422), body
+        data = response.json()
+        if response.status_code == 422:
+            assert data["detail"] and all(d["msg"] for d in data["detail"]), body
+        else:
+            assert isinstance(data["answers"], list), body
+    lone = client.post("/ask", content=bodies[0], headers={"Content-Type": "application/json"})
+    assert lone.status_code == 422 and "valid string" in lone.json()["detail"][0]["msg"]
+    # a surrogate written in UTF-8 (as CESU-8 does), and bytes that are not UTF-8 at all
+    for raw in (b'{"question": "\xed\xa0\x80"}', b'{"question": "\xff"}'):
+        assert client.post("/ask", content=raw, headers={"Content-Type": "application/json"}).status_code in (400, 422)
+
+
+def test_health_answers_at_once_behind_200_questions(small_run: Path):
+    """Over real connections: 200 questions wait for a busy reader, and /health (on a
+    connection of its own, as a liveness probe's) still answers within a second. It waited
+    behind them when the routes were plain `def`s sharing anyio's 40 threads."""
+    asker = BlockedAsker(small_run)
+    questions = 200
+
+    async def load(url: str) -> list[int]:
+        unlimited = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        async with httpx.AsyncClient(base_url=url, limits=unlimited, timeout=120) as c:
+            asks = [asyncio.create_task(c.post("/ask", json={"question": f"Who was keeper number {i}?"})) for i in range(questions)]
+            try:
+                async with httpx.AsyncClient(base_url=url, timeout=5) as probe:
+                    while not asker.entered.is_set() or (await probe.get("/health")).json()["queued"] < questions - 32:
+                        await asyncio.sleep(0.05)  # the first batch (up to serve.batch_size, 32) is being read
+                started = time.perf_counter()
+                async with httpx.AsyncClient(base_url=url, timeout=5) as probe:
+                    health = await probe.get("/health")
+                waited = time.perf_counter() - started
+            finally:
+                asker.gate.set()
+            statuses = [r.status_code for r in await asyncio.gather(*asks)]
+        assert health.status_code == 200 and waited < 1, f"/health took {waited:.2f} s"
+        return statuses
+
+    with running(create_app(small_run, asker=asker)) as url:
+        assert asyncio.run(load(url)) == [200] * questions

@@ -15,7 +15,7 @@ from distillqa.cli import app
 from distillqa.config import Config, TeacherConfig
 from distillqa.errors import DistillqaError
 from distillqa.io import read_jsonl, write_jsonl
-from distillqa.layout import CHUNKS, GENERATIONS
+from distillqa.layout import CHUNKS, GENERATIONS, TEACHER_CACHE
 from distillqa.pipeline import STAGE_BY_NAME, Run
 from distillqa.teacher import backends
 from distillqa.teacher import generate as gen
@@ -137,14 +137,15 @@ def test_generate_stage_keeps_finished_chunks_and_resumes_after_a_crash(tmp_path
     assert "\n" not in message
     assert "llamacpp teacher backend crashed (SIGSEGV)" in message
     assert "2 finished chunks are kept" in message and "distillqa doctor" in message
-    kept = read_jsonl(run.path(GENERATIONS))
+    kept = [line["record"] for line in read_jsonl(run.path(TEACHER_CACHE))]
     assert [r["chunk_id"] for r in kept] == ["doc-0000-0000", "doc-0000-0001"]
+    assert not run.path(GENERATIONS).exists()
     assert run.manifest["stages"]["generate"]["status"] == "failed"
 
     run, cfg = crashing_run(tmp_path, monkeypatch, crash_on=None)  # the same settings, a healthy teacher
     summary = run.run_stage(STAGE_BY_NAME["generate"], cfg)
-    assert summary["chunks_skipped_resume"] == 2 and summary["chunks_generated"] == 3
-    assert [r["chunk_id"] for r in read_jsonl(run.path(GENERATIONS))][:2] == ["doc-0000-0000", "doc-0000-0001"]
+    assert summary["chunks_reused"] == 2 and summary["chunks_generated"] == 3
+    assert [r["chunk_id"] for r in read_jsonl(run.path(GENERATIONS))] == [f"doc-0000-{i:04d}" for i in range(5)]
 
 
 def test_cli_generate_crash_is_one_line_and_a_nonzero_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

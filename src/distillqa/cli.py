@@ -38,13 +38,17 @@ def _fail(message: str, code: int = 2) -> None:
 
 @contextmanager
 def _errors():
-    """Turn known errors into one line and a non-zero exit."""
+    """Turn known errors into one line and a non-zero exit: ours, Ctrl-C, and the system's (a full
+    disk, a folder we may not write), which name the path and say why."""
     try:
         yield
     except DistillqaError as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e}", 1)
 
 
 @contextmanager
@@ -60,52 +64,53 @@ def _removed_on_failure(folder: Path):
         raise
 
 
-def _open_run(root: Path, config: Path | None, overrides: list[str] | None, quiet: bool, must_exist: bool = True):
-    from distillqa.layout import MANIFEST
-    from distillqa.pipeline import Run
-
-    if must_exist and not (root / MANIFEST).exists():
-        raise DistillqaError(f"{root} is not a run folder (no {MANIFEST}): start one with `distillqa ingest PATH... --out {root}`")
-    run = Run(root, quiet=quiet)
-    cfg = run.config(config, overrides)
-    return run, cfg
-
-
 def _stage(name: str, root: Path, config: Path | None, overrides: list[str] | None, quiet: bool, force: bool) -> None:
     from distillqa.console import print_summary
-    from distillqa.pipeline import STAGE_BY_NAME
+    from distillqa.layout import MANIFEST
+    from distillqa.pipeline import STAGE_BY_NAME, Run
 
     with _errors():
-        run, cfg = _open_run(root, config, overrides, quiet)
-        run.setup_logging()
-        summary = run.run_stage(STAGE_BY_NAME[name], cfg, force=force)
-        if not quiet:
-            print_summary(name, summary)
+        if not (root / MANIFEST).exists():
+            raise DistillqaError(f"{root} is not a run folder (no {MANIFEST}): start one with `distillqa ingest PATH... --out {root}`")
+        run = Run(root, quiet=quiet)
+        with run.lock():
+            cfg = run.config(config, overrides)
+            run.setup_logging()
+            summary = run.run_stage(STAGE_BY_NAME[name], cfg, force=force)
+    if not quiet:
+        print_summary(name, summary)
 
 
-def _start_run(paths: list[str], out: Path, config, overrides, quiet, pdf_password, skip_bad):
-    """Resolve input paths, create the run folder and record inputs. Returns (run, cfg)."""
+@contextmanager
+def _started_run(paths: list[str], out: Path, config, overrides, quiet, pdf_password, skip_bad):
+    """Lock the run folder (creating it), find the input files and record them, for `ingest` and
+    `run`. Yields (run, cfg); the lock is held until the block ends."""
     from distillqa.ingest import expand_paths
     from distillqa.pipeline import Run
 
+    if out.exists() and not out.is_dir():
+        raise DistillqaError(f"{out} is a file: --out takes a folder (a new one, or a run folder to update)")
     extra = list(overrides or [])
     if pdf_password is not None:
         extra.append(f"ingest.pdf_password={pdf_password}")
     if skip_bad:
         extra.append("ingest.skip_bad=true")
-    files = expand_paths(paths)
     run = Run(out, quiet=quiet)
-    cfg = run.config(config, extra)
-    out.mkdir(parents=True, exist_ok=True)
-    run.save_config(cfg)
-    run.set_inputs(files)
-    run.setup_logging()
-    return run, cfg
+    with run.lock():
+        run.setup_logging()
+        files = expand_paths(paths, run_folder=out)
+        cfg = run.config(config, extra)
+        run.save_config(cfg)
+        run.set_inputs(files)
+        yield run, cfg
 
 
 PathsArg = Annotated[list[str], typer.Argument(help="Files, folders (searched recursively) or globs.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder to create or update.")]
-PasswordOpt = Annotated[Optional[str], typer.Option("--pdf-password", help="Password for encrypted PDFs.")]
+PasswordOpt = Annotated[
+    Optional[str],
+    typer.Option("--pdf-password", envvar="DISTILLQA_PDF_PASSWORD", help="Password for encrypted PDFs (never saved in the run folder)."),
+]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable files instead of stopping.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if up to date.")]
 
@@ -125,8 +130,7 @@ def ingest(
     from distillqa.console import print_summary
     from distillqa.pipeline import STAGE_BY_NAME
 
-    with _removed_on_failure(out), _errors():
-        run, cfg = _start_run(paths, out, config, set_, quiet, pdf_password, skip_bad)
+    with _removed_on_failure(out), _errors(), _started_run(paths, out, config, set_, quiet, pdf_password, skip_bad) as (run, cfg):
         summary = run.run_stage(STAGE_BY_NAME["ingest"], cfg, force=force)
     if not quiet:
         print_summary("ingest", summary)
@@ -193,8 +197,7 @@ def run_all(
 
     if until is not None and until not in STAGE_BY_NAME:
         _fail(f"unknown stage {until!r}: choose from {', '.join(STAGE_BY_NAME)}")
-    with _removed_on_failure(out) as folder, _errors():
-        run, cfg = _start_run(paths, out, config, set_, quiet, pdf_password, skip_bad)
+    with _removed_on_failure(out) as folder, _errors(), _started_run(paths, out, config, set_, quiet, pdf_password, skip_bad) as (run, cfg):
         for stage in STAGES:
             summary = run.run_stage(stage, cfg)
             folder["keep"] = True  # something real exists now: keep the folder on later failures
@@ -281,7 +284,9 @@ def ask(
 @app.command()
 def serve(
     run: RunArg,
-    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local. Requests must name this address or a host in serve.allowed_hosts.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
 ) -> None:
     """Serve the web UI and REST API (POST /ask, GET /health, /docs) for a finished run."""

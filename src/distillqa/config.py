@@ -28,7 +28,7 @@ class _Section(BaseModel):
 # A setting marked `json_schema_extra=NOT_HASHED` is left out of the fingerprints of the stages
 # that read its section (see `Config.section_hash`): it changes how fast or over which transport a
 # stage runs, or it is read when a question is asked, not what a stage writes. Changing it never
-# reruns a finished stage, and a resumable stage (generate) keeps its output and resumes.
+# reruns a finished stage.
 NOT_HASHED: dict[str, Any] = {"hash": False}
 
 
@@ -40,7 +40,10 @@ def is_hashed(field: FieldInfo) -> bool:
 
 class IngestConfig(_Section):
     max_file_mb: float = Field(100.0, gt=0, description="Refuse input files larger than this.")
-    pdf_password: str | None = Field(None, description="Password for encrypted PDFs.")
+    # exclude: a secret is never written to the run folder (config.yaml, manifest.json)
+    pdf_password: str | None = Field(
+        None, description="Password for encrypted PDFs. Never saved: give it again (or DISTILLQA_PDF_PASSWORD) when ingest reruns.", exclude=True
+    )
     skip_bad: bool = Field(False, description="Skip unreadable files instead of stopping.")
     header_footer_min_fraction: float = Field(
         0.5, gt=0, le=1, description="A line repeated on this share of pages is a header/footer."
@@ -141,8 +144,8 @@ class GenerateConfig(_Section):
     max_chunks: int | None = Field(
         None,
         ge=1,
-        description="Only the first N chunks (quick trials). Which chunks, not how: changing it keeps generations.jsonl and generates only chunks not yet done.",
-        json_schema_extra=NOT_HASHED,  # the generate stage's scope (pipeline.Stage.scope)
+        description="Only the first N chunks (quick trials). Raising it generates only the new chunks (the teacher cache keeps the rest).",
+        json_schema_extra=NOT_HASHED,  # which chunks, not what is written for one: not in TEACHER_SETTINGS
     )
     question_max_tokens: int = Field(40, ge=8, description="answer-first mode: token budget for one question.")
     question_json: bool = Field(
@@ -155,6 +158,18 @@ class GenerateConfig(_Section):
         description="Requests handed to the teacher at once. None = 2 x max(teacher.batch_size, teacher.concurrency). Speed only: may change the exact sampled text (batch shapes), not its distribution.",
         json_schema_extra=NOT_HASHED,
     )
+
+
+# What the teacher writes for one chunk depends on these settings and on nothing else but the
+# chunk's text and the prompts: the generate stage's fingerprint and its per-chunk cache key.
+# questions: the limits of answer candidates and of the cloze fallback (span clozes: build-dataset's).
+TEACHER_SETTINGS = (
+    "teacher",
+    "generate",
+    "questions.max_answer_words",
+    "questions.max_question_words",
+    "questions.min_sentence_words",
+)
 
 
 class QuestionsConfig(_Section):
@@ -312,7 +327,8 @@ class AnswerConfig(_Section):
 
 
 class ServeConfig(_Section):
-    """`distillqa serve`: questions that arrive together are read as one batch."""
+    """`distillqa serve`: questions that arrive together are read as one batch; requests are
+    answered only for the host names in `allowed_hosts`."""
 
     batch_size: int = Field(32, ge=1, le=256, description="Most questions read as one batch.", json_schema_extra=NOT_HASHED)
     batch_wait_ms: float = Field(
@@ -325,6 +341,34 @@ class ServeConfig(_Section):
     max_queue: int = Field(
         256, ge=1, description="Questions waiting past this are refused at once with 503.", json_schema_extra=NOT_HASHED
     )
+    allowed_hosts: list[str] = Field(
+        ["127.0.0.1", "localhost", "[::1]"],
+        min_length=1,
+        description=(
+            "Host names the server answers to (the request's Host header; any other gets 400, so a web page cannot "
+            "reach it by DNS rebinding). Serving a network or behind a proxy, add the name clients use, "
+            "e.g. [localhost, qa.example.org]; '*.example.org' takes its subdomains, '*' any name. "
+            "The address given to serve --host is allowed too."
+        ),
+        json_schema_extra=NOT_HASHED,
+    )
+
+    @model_validator(mode="after")
+    def _host_names(self) -> "ServeConfig":
+        """Bad names fail when the config loads, not at the server's first request
+        (TrustedHostMiddleware asserts the same wildcard rule); an IPv6 address gets the brackets
+        it has in a Host header, and the names are lower-cased, as the middleware compares them."""
+        names = []
+        for name in self.allowed_hosts:
+            if name.count(":") > 1 and not name.startswith("["):
+                name = f"[{name}]"
+            elif ":" in name and not name.startswith("["):
+                raise ValueError(f"allowed_hosts {name!r}: give the host name without a port")
+            if "*" in name[1:] or (name.startswith("*") and name != "*" and not name.startswith("*.")):
+                raise ValueError(f"allowed_hosts {name!r}: '*' is either alone or starts a domain, like '*.example.org'")
+            names.append(name.lower())
+        self.allowed_hosts = names
+        return self
 
 
 class Config(_Section):

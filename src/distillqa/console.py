@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 T = TypeVar("T")
 console = Console(stderr=True)
+UP_TO_DATE = "up_to_date"  # the summary key of a stage the pipeline skipped as already done
 log = logging.getLogger("distillqa")
 
 
@@ -41,7 +42,7 @@ def track(items: Iterable[T], total: int, description: str, quiet: bool) -> Iter
 
 
 def print_summary(stage: str, summary: dict) -> None:
-    if summary.get("skipped"):
+    if summary.get(UP_TO_DATE):
         console.print(f"[dim]{stage}: up to date, skipped[/dim]")
         return
     shown = ", ".join(f"{k}={v}" for k, v in summary.items() if isinstance(v, (int, float, str)))

@@ -1,8 +1,8 @@
 """Atomic file writing and JSONL helpers shared by every stage.
 
 Stages talk through files, so a reader must never see a half-written file: everything is
-written to a temporary sibling and renamed into place. The one exception is a resumable
-append-only JSONL (generation), whose torn last line is cut off before appending again.
+written to a temporary sibling and renamed into place. The one exception is an append-only
+JSONL (the teacher cache), whose torn last line is cut off before appending again.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from distillqa.errors import DistillqaError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -79,14 +81,18 @@ def write_jsonl(path: Path, records: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Read complete lines; a torn last line (a killed writer) is ignored."""
+    """Every record of a JSONL file. A damaged line (torn by a kill, edited) is an error naming
+    the file and line: reading on would silently lose records."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            if line.strip():
-                out.append(json.loads(line))
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("the last line is cut off")
+                if line.strip():
+                    out.append(json.loads(line))
+            except ValueError as e:  # json.JSONDecodeError is one
+                raise DistillqaError(f"{path}: line {number} is damaged ({e})".splitlines()[0]) from None
     return out
 
 

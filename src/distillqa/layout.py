@@ -6,9 +6,14 @@ has no import cycle. `pipeline.Run` adds fingerprints and stage running on top o
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -21,6 +26,8 @@ from distillqa.io import atomic_open, read_json, write_json
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
 LOG = "log.txt"
+LOCK = ".lock"  # holds the PID of the process working in the run folder (see `RunFolder.lock`)
+TEACHER_CACHE = "teacher_cache.jsonl"  # every chunk's teacher output, kept across stage reruns
 DOCUMENTS = "documents.jsonl"
 CHUNKS = "chunks.jsonl"
 GENERATIONS = "generations.jsonl"
@@ -100,6 +107,29 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def describe(path: Path) -> dict:
+    """What a stage wrote, as the manifest keeps it: bytes and sha256 of a file (and its line
+    count, for a JSONL file), or of every file in a folder. `RunFolder.output_problem` compares."""
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file()]
+        h = hashlib.sha256()
+        hash_path(path, h)
+        return {"files": len(files), "bytes": sum(p.stat().st_size for p in files), "sha256": h.hexdigest()}
+    out = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    if path.suffix == ".jsonl":
+        with open(path, "rb") as f:
+            out["lines"] = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    return out
+
+
+def _difference(found: dict, wrote: dict) -> str:
+    """How a file or folder differs from what its stage recorded, in a few words."""
+    for key, unit in (("lines", "complete lines"), ("files", "files"), ("bytes", "bytes")):
+        if key in wrote and found.get(key) != wrote[key]:
+            return f"has {found.get(key)} {unit} where the stage wrote {wrote[key]}"
+    return "was changed after the stage wrote it"
+
+
 class RunFolder:
     """A run folder: paths, manifest, effective config and log. What every stage function gets."""
 
@@ -115,7 +145,15 @@ class RunFolder:
     @property
     def manifest(self) -> dict:
         p = self.path(MANIFEST)
-        return read_json(p) if p.exists() else {"stages": {}, "inputs": []}
+        if not p.exists():
+            return {"stages": {}, "inputs": []}
+        try:
+            manifest = read_json(p)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DistillqaError(f"{p} is damaged ({e}): restore it, or start again in a new run folder") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
+            raise DistillqaError(f"{p} is damaged (not a distillqa manifest): restore it, or start again in a new run folder")
+        return manifest
 
     def save_manifest(self, manifest: dict) -> None:
         write_json(self.path(MANIFEST), manifest)
@@ -135,8 +173,14 @@ class RunFolder:
             return load_config(config_file, overrides)
         try:
             base = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise DistillqaError(f"{saved}: not valid YAML: {e}".splitlines()[0]) from None
+        if not isinstance(base, dict):
+            raise DistillqaError(f"{saved} is damaged (not a mapping of sections): fix it or delete it to use the defaults")
+        try:
+            load_config(base=base)  # the saved file alone, so a hand-broken one is named as such
+        except DistillqaError as e:
+            raise DistillqaError(f"{saved}: {e}: fix it, or delete it to use the defaults") from None
         return load_config(config_file, overrides, base=base)
 
     def save_config(self, cfg: Config) -> None:
@@ -144,11 +188,58 @@ class RunFolder:
             yaml.safe_dump(cfg.model_dump(mode="json"), f, sort_keys=False)
 
     def require(self, *names: str) -> None:
-        """Fail clearly when a stage is run before the stage that makes its input."""
+        """Fail clearly when a stage's input is missing, or is not what the stage that makes it
+        wrote (torn by a kill, cut short, edited): then that stage must run again."""
         for name in names:
+            maker = MADE_BY.get(name, "an earlier stage")
             if not self.path(name).exists():
-                maker = MADE_BY.get(name, "an earlier stage")
                 raise DistillqaError(f"{self.path(name)} not found: run `distillqa {maker} {self.root}` first")
+            problem = self.output_problem(name)
+            if problem:
+                raise DistillqaError(f"{self.path(name)} {problem}: run `distillqa {maker} {self.root} --force`")
+
+    def output_problem(self, name: str, stage: str | None = None) -> str | None:
+        """Why the file `name` is not what `stage` (by default the stage that makes it) recorded
+        in the manifest, or None when it is, or when the stage recorded nothing (a run folder
+        made by hand or by an older version)."""
+        stage = stage or MADE_BY.get(name, "")
+        rec = self.manifest["stages"].get(stage)
+        if rec is None or "outputs" not in rec and rec.get("status") == "done":
+            return None
+        if rec.get("status") != "done":
+            return f"comes from an unfinished `{stage}` stage ({rec.get('status')})"
+        wrote = rec["outputs"].get(name)
+        if wrote is None:
+            return None
+        if not self.path(name).exists():
+            return "is missing"
+        found = describe(self.path(name))
+        return None if found["sha256"] == wrote["sha256"] else _difference(found, wrote)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder for this process, so two commands never write it at once.
+
+        An flock on RUN/.lock, which also holds the holder's PID for the error message. The
+        kernel drops the lock when its process dies (even by SIGKILL), so a stale lock file
+        from a dead process is simply taken over.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path(LOCK)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                raise DistillqaError(
+                    f"{self.root} is in use by process {holder}: wait for it to finish, or stop it"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def setup_logging(self) -> None:
         """Log to RUN/log.txt (always, at INFO) in addition to the console."""

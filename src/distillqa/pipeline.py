@@ -3,10 +3,12 @@
 A stage's fingerprint hashes the settings that change its output (its config sections, less the
 settings config.py marks NOT_HASHED) and the content of the files it reads, so a finished stage
 reruns only when an input or one of those settings changed, and everything after it follows
-because its own inputs then change. A resumable stage's scope (which chunks generate covers) is
-kept apart: changing it reruns the stage on top of its output. Stage functions are named by
-"module:function" strings and imported only when they run, so `distillqa ingest` never loads
-torch, and no stage module imports this one.
+because its own inputs then change. When a stage finishes, the manifest records what it wrote
+(bytes, sha256, line count: `layout.describe`); a file torn by a kill, cut short or edited no
+longer matches, so the stage counts as not done and the next stage refuses it in one line.
+Outputs are replaced only when the stage succeeds (atomic writes), so an interrupted rerun
+keeps the previous model. Stage functions are named by "module:function" strings and imported
+only when they run, so `distillqa ingest` never loads torch, and no stage module imports this one.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import hashlib
 import importlib
 import importlib.metadata
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from distillqa import __version__
-from distillqa.config import Config
+from distillqa.config import TEACHER_SETTINGS, Config
+from distillqa.console import UP_TO_DATE
 from distillqa.layout import (
     CHUNKS,
     DATASET_SUMMARY,
@@ -40,6 +42,7 @@ from distillqa.layout import (
     TRAIN,
     VALIDATION,
     RunFolder,
+    describe,
     hash_path,
 )
 
@@ -57,10 +60,6 @@ class Stage:
     outputs: tuple[str, ...]
     # Read when present, not required: the export, which evaluate reads with when there is one
     optional_inputs: tuple[str, ...] = ()
-    resumable: bool = False  # keeps partial output across a crash (generation)
-    # Settings that choose which items a resumable stage covers, not what it writes for each
-    # (generate.max_chunks): changing one reruns the stage, which keeps its output and resumes.
-    scope: tuple[str, ...] = ()
 
     def func(self) -> Callable[[RunFolder, Config], dict]:
         module, _, name = self.target.partition(":")
@@ -76,27 +75,19 @@ STAGES: tuple[Stage, ...] = (
         (DOCUMENTS,),
         (CHUNKS,),
     ),
+    # what the teacher writes for a chunk (TEACHER_SETTINGS: also its cache key) and which chunks;
+    # unfinished work survives a kill in RUN/teacher_cache.jsonl, not in the stage's outputs
     Stage(
         "generate",
         "distillqa.teacher.generate:run_stage",
-        # the question limits of answer candidates and the cloze fallback (span_answers: build-dataset's)
-        (
-            "teacher",
-            "generate",
-            "questions.max_answer_words",
-            "questions.max_question_words",
-            "questions.min_sentence_words",
-        ),
+        (*TEACHER_SETTINGS, "generate.max_chunks"),
         (CHUNKS,),
         (GENERATIONS, GENERATE_SUMMARY),
-        resumable=True,
-        scope=("generate.max_chunks",),
     ),
     Stage(
         "build-dataset",
         "distillqa.dataset.build:run_stage",
-        # questions: span clozes; generate.max_chunks: only generations of chunks in generate's scope
-        ("dataset", "questions", "generate.max_chunks"),
+        ("dataset", "questions"),  # questions: span clozes
         (DOCUMENTS, CHUNKS, GENERATIONS),
         (QA, TRAIN, VALIDATION, DATASET_SUMMARY),
     ),
@@ -140,20 +131,17 @@ class Run(RunFolder):
             hash_path(self.path(name), h)
         return h.hexdigest()[:16]
 
-    def scope_hash(self, stage: Stage, cfg: Config) -> str | None:
-        """Which items the stage covers (see `Stage.scope`); None for a stage without a scope."""
-        return cfg.section_hash(*stage.scope) if stage.scope else None
-
     def is_current(self, stage: Stage, cfg: Config, fingerprint: str | None = None) -> bool:
-        """Done with the same fingerprint and scope, and every output still there."""
+        """Done with the same fingerprint, and every output still what the stage wrote."""
         rec = self.manifest["stages"].get(stage.name)
-        return (
-            rec is not None
-            and rec.get("status") == "done"
-            and rec.get("fingerprint") == (fingerprint or self.fingerprint(stage, cfg))
-            and rec.get("scope") == self.scope_hash(stage, cfg)
-            and all(self.path(o).exists() for o in stage.outputs)
-        )
+        if rec is None or rec.get("status") != "done" or rec.get("fingerprint") != (fingerprint or self.fingerprint(stage, cfg)):
+            return False
+        for name in stage.outputs:
+            problem = "is missing" if not self.path(name).exists() else self.output_problem(name, stage.name)
+            if problem:
+                self.log.warning("%s %s: running `%s` again", self.path(name), problem, stage.name)
+                return False
+        return True
 
     def run_stage(self, stage: Stage, cfg: Config, force: bool = False) -> dict:
         """Run one stage unless it is already done with the same inputs and settings."""
@@ -163,19 +151,11 @@ class Run(RunFolder):
         rec = manifest["stages"].get(stage.name, {})
         if not force and self.is_current(stage, cfg, fp):
             self.log.info("stage %s: up to date, skipped", stage.name)
-            return {"skipped": True, **rec.get("summary", {})}
-        # A resumable stage keeps its output (finished or not) while its fingerprint holds: only
-        # its scope or unhashed settings changed. Anything else made it from other settings.
-        if not stage.resumable or rec.get("fingerprint") != fp or force:
-            for out in stage.outputs:
-                p = self.path(out)
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            return {UP_TO_DATE: True, **rec.get("summary", {})}
         started = time.time()
-        scope = self.scope_hash(stage, cfg)
         manifest["stages"][stage.name] = {
             "status": "running",
             "fingerprint": fp,
-            **({"scope": scope} if scope is not None else {}),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         manifest.setdefault("created", manifest["stages"][stage.name]["started"])
@@ -195,7 +175,10 @@ class Run(RunFolder):
             raise
         manifest = self.manifest
         manifest["stages"][stage.name].update(
-            status="done", seconds=round(time.time() - started, 2), summary=summary
+            status="done",
+            seconds=round(time.time() - started, 2),
+            summary=summary,
+            outputs={name: describe(self.path(name)) for name in stage.outputs if self.path(name).exists()},
         )
         self.save_manifest(manifest)
         self.log.info("stage %s: done in %.1fs", stage.name, time.time() - started)

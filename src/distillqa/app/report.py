@@ -62,7 +62,7 @@ def collect(run: RunFolder) -> dict:
         "training": {
             "student": manifest["config"]["train"]["student"] or "all-MiniLM-L6-v2 (bundled)",
             "seconds": stages.get("train", {}).get("seconds"),
-            **{k: v for k, v in stages.get("train", {}).get("summary", {}).items() if k != "skipped"},
+            **stages.get("train", {}).get("summary", {}),
             "disk_mb": _dir_size_mb(student),
         },
         "evaluation": read_json(run.path(EVAL)),

@@ -37,10 +37,6 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
     _check_chunks(run, chunks, docs)
     # One record per chunk; should a chunk appear twice, its last record wins (pair ids stay unique).
     generations = list({g["chunk_id"]: g for g in read_jsonl(run.path(GENERATIONS))}.values())
-    # generate covers the first generate.max_chunks chunks; generations.jsonl keeps the chunks a
-    # run with a higher limit made, for when the limit is raised again. Those are left out here.
-    out_of_scope = set(list(chunks)[cfg.generate.max_chunks :]) if cfg.generate.max_chunks else set()
-    generations = [g for g in generations if g["chunk_id"] not in out_of_scope]
 
     records, stats = _ground_and_filter(run, cfg, generations, chunks, docs)
 

@@ -25,7 +25,7 @@ from distillqa.ingest.office import read_docx
 from distillqa.ingest.pdf import read_pdf
 from distillqa.ingest.plaintext import read_txt
 from distillqa.io import write_jsonl
-from distillqa.layout import DOCUMENTS, RunFolder
+from distillqa.layout import CONFIG, DOCUMENTS, MANIFEST, RunFolder
 from distillqa.text import ENDS_WITH_STOP
 
 log = logging.getLogger("distillqa")
@@ -51,31 +51,37 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 
-def expand_paths(args: list[str]) -> list[Path]:
+def expand_paths(args: list[str], run_folder: Path | None = None) -> list[Path]:
     """Resolve files, folders (searched recursively) and globs into the documents to read:
     in argument order, each folder's and glob's files sorted, each file once, paths absolute.
-    Hidden files and folders and Office lock files (~$name.docx) inside folders are left out.
+    Hidden files and folders and Office lock files (~$name.docx) inside folders are left out,
+    and so are run folders (this run's `run_folder` and any other): the pipeline never reads its
+    own report, log or model card as a document. Naming a file inside `run_folder` is an error.
 
     Each argument must yield at least one supported file: a missing path, a glob matching
     nothing, a folder without documents or an unsupported file named explicitly is an error,
     because a silently ignored argument is almost always a typo.
     """
+    own = run_folder.resolve() if run_folder is not None else None
     found: list[Path] = []
     for arg in args:
         path = Path(arg).expanduser()
+        if own is not None and path.exists() and path.resolve().is_relative_to(own):
+            raise DistillqaError(f"{arg} is inside the run folder {run_folder}: the pipeline's own files are not documents; give the documents' folder")
         if path.is_file():
             if path.suffix.lower() not in FORMATS:
                 raise DistillqaError(f"{arg}: unsupported file type {path.suffix or '(none)'!r}: give {_SUPPORTED} files")
             files = [path]
         elif path.is_dir():
-            files = _documents_in(path)
+            files = _documents_in(path, own)
             if not files:
                 raise DistillqaError(f"{arg}: no {_SUPPORTED} files in this folder")
         elif _GLOB_CHARS.search(arg):
             matches = [Path(m) for m in sorted(glob.glob(str(path), recursive=True))]
             if not matches:
                 raise DistillqaError(f"{arg}: the pattern matches no files")
-            files = [f for m in matches for f in (_documents_in(m) if m.is_dir() else [m]) if _supported(f)]
+            files = [f for m in matches for f in (_documents_in(m, own) if m.is_dir() else [m]) if _supported(f)]
+            files = [f for f in files if not _in_run_folder(f.resolve(), own)]
             if not files:
                 raise DistillqaError(f"{arg}: the pattern matches no {_SUPPORTED} files")
         else:
@@ -89,10 +95,29 @@ def _supported(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in FORMATS and not path.name.startswith((".", "~$"))
 
 
-def _documents_in(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if _supported(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+def _is_run_folder(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file() and (folder / CONFIG).is_file()
+
+
+def _in_run_folder(path: Path, own: Path | None) -> bool:
+    """Inside this run's folder, or inside any folder that is a run folder."""
+    return (own is not None and path.is_relative_to(own)) or any(_is_run_folder(p) for p in path.parents)
+
+
+def _documents_in(folder: Path, own: Path | None = None) -> list[Path]:
+    """The documents in a folder tree, leaving out hidden files and folders and run folders."""
+    found, left_out = [], set()
+    for p in sorted(folder.rglob("*")):
+        if not _supported(p) or any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        parents = [q for q in p.resolve().parents if (own is not None and q == own) or _is_run_folder(q)]
+        if parents:
+            left_out.add(parents[-1])
+            continue
+        found.append(p)
+    for run in sorted(left_out):
+        log.warning("left out %s: it is a distillqa run folder, not documents", run)
+    return found
 
 
 def ingest_file(path: Path, cfg: IngestConfig) -> dict:

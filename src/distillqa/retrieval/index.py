@@ -332,17 +332,23 @@ class PassageIndex:
         directory = Path(directory)
         if not (directory / META).is_file():
             raise DistillqaError(f"{directory}: no passage index here (meta.json missing): build it with `distillqa index RUN`")
-        meta = read_json(directory / META)
-        if meta.get("format") != FORMAT:
-            raise DistillqaError(f"{directory}: index format {meta.get('format')} is not {FORMAT}: rebuild it with `distillqa index RUN --force`")
+        rebuild = "rebuild it with `distillqa index RUN --force`"
         try:
+            meta = read_json(directory / META)
+        except (OSError, ValueError) as e:
+            raise DistillqaError(f"{directory / META} is damaged ({str(e).splitlines()[0]}): {rebuild}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise DistillqaError(f"{directory}: index format {found} is not {FORMAT}: {rebuild}")
+        try:
+            config = RetrievalConfig.model_validate(meta.get("config"))
             passages = [Passage(**rec) for rec in read_jsonl(directory / PASSAGES)]
             documents = read_json(directory / DOCUMENT_INFO)
             embeddings = np.load(directory / EMBEDDINGS)
             bm25 = bm25s.BM25.load(str(directory / BM25_DIR), show_progress=False, verbosity=0)
-        except (OSError, ValueError, TypeError) as e:
-            raise DistillqaError(f"{directory}: cannot read the index ({str(e).splitlines()[0]}): rebuild it with `distillqa index RUN --force`") from None
-        return cls(passages, documents, embeddings, bm25, RetrievalConfig.model_validate(meta["config"]), directory)
+        except (OSError, ValueError, TypeError, DistillqaError) as e:
+            raise DistillqaError(f"{directory}: cannot read the index ({str(e).splitlines()[0]}): {rebuild}") from None
+        return cls(passages, documents, embeddings, bm25, config, directory)
 
     # -- searching --------------------------------------------------------------------------
     @property

@@ -141,8 +141,9 @@ class Reader:
             with quiet_transformers():
                 tokenizer = AutoTokenizer.from_pretrained(model_dir)
                 model = AutoModelForQuestionAnswering.from_pretrained(model_dir, dtype=torch.float32)
-        except (OSError, ValueError) as e:
-            raise DistillqaError(f"{model_dir}: cannot load the reader: {str(e).splitlines()[0]}") from None
+        except Exception as e:  # a damaged model folder: safetensors, JSON and OS errors alike
+            reason = (str(e).splitlines() or [type(e).__name__])[0]
+            raise DistillqaError(f"{model_dir}: cannot load the reader ({reason}): train it again with `distillqa train RUN --force`") from None
         saved = saved_window(model_dir)
         return cls(
             model,

@@ -11,9 +11,11 @@ Two routes, both kept and measurable, chosen by `generate.mode`:
 - "both": each chunk goes through both routes.
 
 Requests for many chunks are handed to the backend at once (a "wave"), so transformers can batch
-and HTTP can run concurrently, but generations.jsonl still gets one line per finished chunk,
-appended and fsynced. A killed run resumes where it stopped: finished chunks are skipped, and
-seeds depend only on (chunk, route, item, attempt), so regenerated chunks give the same output.
+and HTTP can run concurrently. Each finished chunk is appended to the teacher cache
+(`teacher.cache`) at once, so a killed run resumes where it stopped, and a rerun after a
+settings or document change generates only the chunks it has not seen; seeds depend only on
+(chunk, route, item, attempt), so a regenerated chunk gives the same output. generations.jsonl,
+one line per chunk in chunk order, is written whole when every chunk is done.
 """
 
 from __future__ import annotations
@@ -24,17 +26,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from distillqa.config import Config
 from distillqa.console import console, make_progress
 from distillqa.errors import DistillqaError
-from distillqa.io import append_jsonl, read_jsonl, repair_jsonl_tail, write_json
-from distillqa.layout import CHUNKS, GENERATE_SUMMARY, GENERATIONS, RunFolder
+from distillqa.io import read_jsonl, write_json, write_jsonl
+from distillqa.layout import CHUNKS, GENERATE_SUMMARY, GENERATIONS, TEACHER_CACHE, RunFolder
 from distillqa.questions.candidates import Candidate, extract_candidates
 from distillqa.questions.cloze import cloze_question
 from distillqa.teacher.backends import load_teacher
 from distillqa.teacher.base import GenerationRequest, GenerationResult, Teacher
+from distillqa.teacher.cache import TeacherCache, cache_key
 from distillqa.teacher.parsing import ParseError, parse_pairs, parse_question, question_problem
 from distillqa.teacher.prompts import (
     EXAMPLE_QUESTIONS,
@@ -206,56 +208,39 @@ def wave_size(cfg: Config) -> int:
 
 
 def generate_chunks(
-    chunks: list[dict],
-    teacher: Teacher,
-    cfg: Config,
-    out_path: Path,
-    on_chunk: Callable[[dict], None] | None = None,
+    chunks: list[dict], teacher: Teacher, cfg: Config, on_record: Callable[[dict], None]
 ) -> int:
-    """Generate for every chunk not already in `out_path`, appending one line per finished chunk.
+    """Generate for every chunk, handing each chunk's record to `on_record` as soon as it is done.
 
     Each call to the teacher carries about `wave_size(cfg)` requests: retries of chunks in flight
-    first, then the first requests of new chunks. Returns the number of chunks generated now.
+    first, then the first requests of new chunks. Returns the number of chunks generated.
     """
-    done = finished_chunk_ids(out_path)
-    todo: Iterator[dict] = (c for c in chunks if c["chunk_id"] not in done)
+    todo: Iterator[dict] = iter(chunks)
     as_json = bool(getattr(teacher, "supports_json_schema", False))
     in_flight: list[ChunkJob] = []
     generated = 0
     limit = wave_size(cfg)
-    with open(out_path, "a", encoding="utf-8") as f:
-        while True:
-            batch = [(job, task) for job in in_flight for task in job.pending()]
-            while len(batch) < limit:
-                chunk = next(todo, None)
-                if chunk is None:
-                    break
-                job = ChunkJob(chunk, cfg, as_json)
-                in_flight.append(job)
-                batch += [(job, task) for task in job.pending()]
-            if not in_flight:
-                return generated
-            if batch:
-                results = teacher.generate([task.request for _, task in batch])
-                if len(results) != len(batch):
-                    raise DistillqaError(f"teacher {teacher.name} returned {len(results)} results for {len(batch)} requests")
-                for (job, task), result in zip(batch, results):
-                    job.receive(task, result)
-            for job in [j for j in in_flight if j.finished]:
-                record = job.record(teacher.name)
-                append_jsonl(f, record)
-                in_flight.remove(job)
-                generated += 1
-                if on_chunk is not None:
-                    on_chunk(record)
-
-
-def finished_chunk_ids(path: Path) -> set[str]:
-    """Chunk ids already in generations.jsonl, after cutting a line torn by a crash."""
-    if not path.exists():
-        return set()
-    repair_jsonl_tail(path)
-    return {rec["chunk_id"] for rec in read_jsonl(path)}
+    while True:
+        batch = [(job, task) for job in in_flight for task in job.pending()]
+        while len(batch) < limit:
+            chunk = next(todo, None)
+            if chunk is None:
+                break
+            job = ChunkJob(chunk, cfg, as_json)
+            in_flight.append(job)
+            batch += [(job, task) for task in job.pending()]
+        if not in_flight:
+            return generated
+        if batch:
+            results = teacher.generate([task.request for _, task in batch])
+            if len(results) != len(batch):
+                raise DistillqaError(f"teacher {teacher.name} returned {len(results)} results for {len(batch)} requests")
+            for (job, task), result in zip(batch, results):
+                job.receive(task, result)
+        for job in [j for j in in_flight if j.finished]:
+            in_flight.remove(job)
+            generated += 1
+            on_record(job.record(teacher.name))
 
 
 def summarize(records: list[dict]) -> dict:
@@ -290,75 +275,74 @@ def summarize(records: list[dict]) -> dict:
 
 
 def run_stage(run: RunFolder, cfg: Config) -> dict:
-    """Generate pairs for RUN/chunks.jsonl into RUN/generations.jsonl (resumable)."""
+    """Generate pairs for RUN/chunks.jsonl into RUN/generations.jsonl, reusing the teacher cache."""
     run.require(CHUNKS)
     chunks = read_jsonl(run.path(CHUNKS))
     if cfg.generate.max_chunks is not None:
         chunks = chunks[: cfg.generate.max_chunks]
     if not chunks:
         raise DistillqaError(f"{run.path(CHUNKS)} has no chunks: check the documents (`distillqa chunk {run.root}` made none)")
-    out_path = run.path(GENERATIONS)
-    wanted = {c["chunk_id"] for c in chunks}
-    skipped = len(finished_chunk_ids(out_path) & wanted)
+    cache = TeacherCache(run.path(TEACHER_CACHE))
+    keys = {c["chunk_id"]: cache_key(c, cfg) for c in chunks}
+    todo = [c for c in chunks if keys[c["chunk_id"]] not in cache]
+    reused = len(chunks) - len(todo)
+    log.info("generate: %d chunks: %d reused from %s, %d new", len(chunks), reused, TEACHER_CACHE, len(todo))
     started = time.time()
-    teacher_name = ""
     generated = 0
-    if skipped < len(chunks):
-        if skipped:
-            log.info("generate: resuming, %d of %d chunks already done", skipped, len(chunks))
+    if todo:
         teacher = load_teacher(cfg.teacher)
-        teacher_name = teacher.name
         try:
-            generated = _generate_with_progress(run, chunks, teacher, cfg, out_path, skipped)
+            generated = _generate_with_progress(run, chunks, todo, teacher, cfg, lambda rec: cache.add(keys[rec["chunk_id"]], rec))
         except TeacherCrashed as e:
-            raise DistillqaError(crash_message(e, run, cfg, len(finished_chunk_ids(out_path) & wanted))) from None
+            kept = sum(1 for key in keys.values() if key in cache)
+            raise DistillqaError(crash_message(e, run, kept)) from None
         finally:
             teacher.close()
     seconds = time.time() - started
-    records = [r for r in read_jsonl(out_path) if r["chunk_id"] in wanted]
-    stats = summarize(records)
-    teacher_name = teacher_name or next((r["teacher"] for r in records), "")
+    records = [{**cache.get(keys[c["chunk_id"]]), "chunk_id": c["chunk_id"]} for c in chunks]
+    write_jsonl(run.path(GENERATIONS), records)
     summary = {
         "chunks": len(chunks),
+        "chunks_reused": reused,
         "chunks_generated": generated,
-        "chunks_skipped_resume": skipped,
         "mode": cfg.generate.mode,
-        "teacher": teacher_name,
+        "teacher": next((r["teacher"] for r in records), ""),
         "seconds": round(seconds, 2),
-        "chunks_per_s": round(generated / seconds, 4) if seconds > 0 else 0.0,
-        **stats,
+        "chunks_per_s": round(generated / seconds, 4) if generated and seconds > 0 else 0.0,
+        **summarize(records),
     }
     _warn_about_quality(run, summary)
     write_json(run.path(GENERATE_SUMMARY), summary)
     return _flatten(summary)
 
 
-def crash_message(e: TeacherCrashed, run: RunFolder, cfg: Config, kept: int) -> str:
+def crash_message(e: TeacherCrashed, run: RunFolder, kept: int) -> str:
     """One line: which backend died of which signal, what was kept, and what to try."""
     other = "transformers" if e.backend != "transformers" else "llamacpp"
     return (
-        f"{e}; {kept} finished chunks are kept in {run.path(GENERATIONS)} and `distillqa generate {run.root}` "
+        f"{e}; {kept} finished chunks are kept in {run.path(TEACHER_CACHE)} and `distillqa generate {run.root}` "
         f"resumes; run `distillqa doctor` to check this machine, or try --set teacher.backend={other}"
     )
 
 
 def _generate_with_progress(
-    run: RunFolder, chunks: list[dict], teacher: Teacher, cfg: Config, out_path: Path, skipped: int
+    run: RunFolder, chunks: list[dict], todo: list[dict], teacher: Teacher, cfg: Config, keep: Callable[[dict], None]
 ) -> int:
-    """generate_chunks with a progress bar showing chunks/s and pairs so far."""
-    log.info("generate: %d chunks, mode %s, teacher %s", len(chunks) - skipped, cfg.generate.mode, teacher.name)
+    """generate_chunks over `todo` with a progress bar over all `chunks`, showing chunks/s and pairs."""
+    log.info("generate: %d chunks, mode %s, teacher %s", len(todo), cfg.generate.mode, teacher.name)
     started = time.time()
     counts = {"chunks": 0, "pairs": 0}
     with make_progress(run.quiet) as progress:
-        task = progress.add_task("generate", total=len(chunks), completed=skipped, status="")
+        task = progress.add_task("generate", total=len(chunks), completed=len(chunks) - len(todo), status="")
 
-        def on_chunk(record: dict) -> None:
+        def on_record(record: dict) -> None:
+            keep(record)
             counts["chunks"] += 1
             counts["pairs"] += len(record["pairs"])
             rate = counts["chunks"] / max(time.time() - started, 1e-9)
             progress.update(task, advance=1, status=f"{counts['pairs']} pairs, {rate:.2f} chunks/s")
 
-        return generate_chunks(chunks, teacher, cfg, out_path, on_chunk)
+        return generate_chunks(todo, teacher, cfg, on_record)
 
 
 def _warn(run: RunFolder, message: str) -> None:

@@ -10,6 +10,8 @@ validation reject a question copied from them.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 
 from distillqa.config import QuestionsConfig
@@ -141,3 +143,16 @@ QUESTION_SCHEMA: dict = {
     "required": ["question"],
     "additionalProperties": False,
 }
+
+
+@functools.cache
+def prompts_digest() -> str:
+    """A digest of every prompt and schema as sent, so the teacher cache (`teacher.cache`) never
+    serves output written for an older prompt."""
+    probe = {
+        "qa": qa_messages("{passage}", 3, 5),
+        "qa_schema": qa_schema(3),
+        "question": [question_messages("{sentence}", "{answer}", kind, as_json) for kind in (*_KIND_HINTS, "") for as_json in (False, True)],
+        "question_schema": QUESTION_SCHEMA,
+    }
+    return hashlib.sha256(json.dumps(probe, sort_keys=True).encode()).hexdigest()
