@@ -73,9 +73,8 @@ def _stage(name: str, root: Path, config: Path | None, overrides: list[str] | No
         if not (root / MANIFEST).exists():
             raise DistillqaError(f"{root} is not a run folder (no {MANIFEST}): start one with `distillqa ingest PATH... --out {root}`")
         run = Run(root, quiet=quiet)
-        with run.lock():
+        with run.lock(), run.logging_to_log():
             cfg = run.config(config, overrides)
-            run.setup_logging()
             summary = run.run_stage(STAGE_BY_NAME[name], cfg, force=force)
     if not quiet:
         print_summary(name, summary)
@@ -96,8 +95,7 @@ def _started_run(paths: list[str], out: Path, config, overrides, quiet, pdf_pass
     if skip_bad:
         extra.append("ingest.skip_bad=true")
     run = Run(out, quiet=quiet)
-    with run.lock():
-        run.setup_logging()
+    with run.lock(), run.logging_to_log():
         files = expand_paths(paths, run_folder=out)
         cfg = run.config(config, extra)
         run.save_config(cfg)

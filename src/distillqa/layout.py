@@ -241,13 +241,14 @@ class RunFolder:
         finally:
             os.close(fd)  # releases the lock
 
-    def setup_logging(self) -> None:
-        """Log to RUN/log.txt (always, at INFO) in addition to the console."""
+    def setup_logging(self) -> logging.Handler:
+        """Log to RUN/log.txt (always, at INFO) in addition to the console. Returns the file's handler."""
         self.root.mkdir(parents=True, exist_ok=True)
         logger = logging.getLogger("distillqa")
         logger.setLevel(logging.INFO)
         target = str(self.path(LOG).resolve())
-        if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
+        handler = next((h for h in logger.handlers if getattr(h, "baseFilename", None) == target), None)
+        if handler is None:
             handler = logging.FileHandler(target, encoding="utf-8")
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logger.addHandler(handler)
@@ -256,6 +257,18 @@ class RunFolder:
         if _CONSOLE_WARNINGS not in logger.handlers:
             logger.addHandler(_CONSOLE_WARNINGS)
         _CONSOLE_WARNINGS.setLevel(logging.CRITICAL + 1 if self.quiet else logging.WARNING)
+        return handler
+
+    @contextmanager
+    def logging_to_log(self) -> Iterator[None]:
+        """`setup_logging` for one command: RUN/log.txt is let go when the block ends, so a run
+        folder removed after a failure (or a later command in the same process) keeps no handler."""
+        handler = self.setup_logging()
+        try:
+            yield
+        finally:
+            logging.getLogger("distillqa").removeHandler(handler)
+            handler.close()
 
     # -- inputs ----------------------------------------------------------------------------
     def set_inputs(self, files: list[Path]) -> None:
