@@ -224,3 +224,29 @@ def test_chunk_stage_writes_chunks_per_document(tmp_path: Path):
         assert [c["index"] for c in mine] == list(range(len(mine)))
         assert all(doc["text"][c["start"] : c["end"]] == c["text"] for c in mine)
     assert [c["doc_id"] for c in chunks] == sorted(c["doc_id"] for c in chunks), "in document order"
+
+
+def _chunk_with(tmp_path: Path, docs: list[dict], workers: int, **chunk) -> tuple[dict, bytes]:
+    run = Run(tmp_path / f"run-{workers}", quiet=True)
+    write_jsonl(run.path(DOCUMENTS), docs)
+    summary = run.run_stage(STAGE_BY_NAME["chunk"], Config(chunk=ChunkConfig(workers=workers, **chunk)))
+    return summary, run.path(CHUNKS).read_bytes()
+
+
+def test_chunk_workers_give_the_same_chunks_in_the_same_order(tmp_path: Path):
+    docs = [make_doc([paragraph(i * 10 + k) for k in range(i % 4 + 1)], doc_id=f"d{i}-0000000{i}") for i in range(9)]
+    tokenizer = "teacher" if HAS_LLAMA else str(bundled_encoder())  # the GGUF vocabulary loads fastest
+    settings = {"tokenizer": tokenizer, "max_tokens": 64, "overlap_tokens": 16}
+    serial, pooled = (_chunk_with(tmp_path, docs, workers, **settings) for workers in (1, 2))
+    assert pooled == serial and serial[0]["chunks"] > len(docs)
+
+
+def test_a_tokenizer_that_cannot_load_fails_the_same_in_workers(tmp_path: Path):
+    docs = [make_doc([paragraph(k)], doc_id=f"d{k}-0000000{k}") for k in range(4)]
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(DistillqaError) as e:
+            _chunk_with(tmp_path, docs, workers, tokenizer=str(tmp_path / "missing.gguf"))
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] and "\n" not in errors[0]
+    assert re.search("GGUF file not found|llama-cpp-python is not installed", errors[0])

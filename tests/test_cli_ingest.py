@@ -136,3 +136,24 @@ def test_real_process_prints_one_line_and_exits_2(inputs: dict[str, Path], tmp_p
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and "corrupt.pdf" in proc.stderr
     assert not run.exists()
+
+
+def test_worker_processes_real_process(inputs: dict[str, Path], tmp_path: Path):
+    """With worker processes (ingest.workers=2), through a real interpreter: a bad file is still
+    the one error line, with nothing else on stderr; with --skip-bad, the workers' warnings are
+    in log.txt as in one process."""
+    files = [str(inputs[name]) for name in ("good", "corrupt", "other")]
+
+    def ingest(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "distillqa", "ingest", *files, "--quiet", "--set", "ingest.workers=2", *args]
+        return subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+
+    proc = ingest("--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and "corrupt.pdf" in proc.stderr
+    assert not (tmp_path / "run").exists()
+    proc = ingest("--out", str(tmp_path / "run2"), "--skip-bad")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert [d["source"] for d in read_jsonl(tmp_path / "run2" / "documents.jsonl")] == [files[0], files[2]]
+    log = (tmp_path / "run2" / "log.txt").read_text()
+    assert "ingest: 2 worker processes" in log and "skipped" in log and "corrupt.pdf" in log

@@ -116,6 +116,9 @@ UNHASHED_CHANGES = [
     "retrieval.passages_per_answer=1",
     "retrieval.candidates=20",
     "retrieval.rrf_k=10",
+    "retrieval.hnsw_ef_search=16",
+    "ingest.workers=2",
+    "chunk.workers=2",
 ]
 
 

@@ -12,7 +12,7 @@ import docx
 import pytest
 from fpdf import FPDF
 
-from distillqa.config import Config, IngestConfig
+from distillqa.config import Config, IngestConfig, load_config
 from distillqa.errors import DistillqaError
 from distillqa.ingest import expand_paths, ingest_file, ingest_files
 from distillqa.ingest.normalize import Page, assemble, line_key, normalise_paragraph, repeated_edge_lines, vocabulary
@@ -145,14 +145,20 @@ def test_pdf_without_text_layer_needs_ocr(tmp_path: Path):
     assert "\n" not in str(e.value)
 
 
-def test_pdf_with_some_scanned_pages_warns(tmp_path: Path, caplog):
+def mixed_pdf(path: Path) -> Path:
+    """A text page followed by a page with only a picture (as a scan has)."""
     pdf = FPDF()
     pdf.add_page()
     pdf.set_font("Helvetica", size=11)
     pdf.multi_cell(0, 6, "A page with real text on it.")
     pdf.add_page()
     pdf.rect(20, 20, 100, 60, style="F")
-    pdf.output(str(tmp_path / "mixed.pdf"))
+    pdf.output(str(path))
+    return path
+
+
+def test_pdf_with_some_scanned_pages_warns(tmp_path: Path, caplog):
+    mixed_pdf(tmp_path / "mixed.pdf")
     with caplog.at_level(logging.WARNING, logger="distillqa"):
         doc = ingest_file(tmp_path / "mixed.pdf", IngestConfig())
     assert doc["text"] == "A page with real text on it."
@@ -466,3 +472,62 @@ def test_duplicate_content_is_read_once(tmp_path: Path, caplog):
     with caplog.at_level(logging.WARNING, logger="distillqa"):
         docs, skipped = ingest_files([tmp_path / "one.txt", tmp_path / "two.txt"], IngestConfig())
     assert len(docs) == 1 and skipped == 1 and "same content" in caplog.text
+
+
+# --- worker processes (ingest.workers) -----------------------------------------------------
+
+
+def _many_formats(tmp_path: Path, report_pdf: Path) -> list[Path]:
+    """Every format, a PDF with a scanned page (a warning), an encrypted PDF (password "pw"), a
+    duplicate (note3.txt, after copy.txt), and two bad files (bad.pdf, empty.txt)."""
+    files = [tmp_path / f"note{i}.txt" for i in range(6)]
+    for i, path in enumerate(files):
+        path.write_text(f"Note {i}.\n\nThe keeper wrote entry {i} in the log.")
+    (tmp_path / "copy.txt").write_text("Note 3.\n\nThe keeper wrote entry 3 in the log.")
+    (tmp_path / "page.html").write_text(HTML)
+    (tmp_path / "notes.md").write_text("# Notes\n\nSome *marked up* text.")
+    document = docx.Document()
+    document.add_paragraph("A Word document about fog signals.")
+    document.save(str(tmp_path / "fog.docx"))
+    mixed_pdf(tmp_path / "mixed.pdf")
+    encrypted_pdf(tmp_path / "locked.pdf", "The vault code is written here.", "pw")
+    (tmp_path / "bad.pdf").write_bytes(b"%PDF-1.4 garbage")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    names = ["page.html", "bad.pdf", "notes.md", "fog.docx", "copy.txt", "mixed.pdf", "empty.txt", "locked.pdf"]
+    return files[:3] + [tmp_path / n for n in names[:4]] + [report_pdf] + [tmp_path / n for n in names[4:]] + files[3:]
+
+
+def test_workers_read_the_same_documents_in_the_same_order(tmp_path: Path, report_pdf: Path, caplog):
+    files = _many_formats(tmp_path, report_pdf)
+    runs, logs = [], []
+    for workers in (1, 2):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="distillqa"):
+            runs.append(ingest_files(files, IngestConfig(workers=workers, skip_bad=True, pdf_password="pw")))
+        logs.append([(r.levelname, r.getMessage()) for r in caplog.records if "worker processes" not in r.getMessage()])
+    assert runs[0] == runs[1]
+    documents, skipped = runs[1]
+    assert skipped == 3 and len(documents) == len(files) - 3
+    assert [d["source"] for d in documents] == [str(f) for f in files if f.name not in ("bad.pdf", "empty.txt", "note3.txt")]
+    locked = next(d for d in documents if d["source"].endswith("locked.pdf"))
+    assert locked["text"] == "The vault code is written here.", "the password reaches the workers"
+    assert logs[0] == logs[1], "the same warnings, in the same order"
+    assert "no text layer on page 2" in caplog.text and "same content as" in caplog.text  # a worker's, and this process's
+
+
+@pytest.mark.parametrize("bad", ["bad.pdf", "empty.txt"])
+def test_a_bad_file_in_a_worker_stops_with_the_same_error(tmp_path: Path, report_pdf: Path, bad: str):
+    files = [f for f in _many_formats(tmp_path, report_pdf) if f.name in (bad, "locked.pdf") or f.name not in ("bad.pdf", "empty.txt")]
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(DistillqaError) as e:
+            ingest_files(files, IngestConfig(workers=workers, pdf_password="pw"))
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] and bad in errors[0] and "\n" not in errors[0]
+
+
+def test_workers_setting_is_checked():
+    assert load_config(None, ["ingest.workers=0", "chunk.workers=2"]).chunk.workers == 2
+    for change, message in [("ingest.workers=-1", "greater than or equal to 0"), ("chunk.workers=all", "valid integer")]:
+        with pytest.raises(DistillqaError, match=rf"invalid config at {change.partition('=')[0]}: .*{message}"):
+            load_config(None, [change])

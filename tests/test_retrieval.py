@@ -10,13 +10,16 @@ from distillqa.config import Config, RetrievalConfig
 from distillqa.errors import DistillqaError
 from distillqa.io import write_jsonl
 from distillqa.pipeline import Run
+from distillqa.retrieval import ann
 from distillqa.retrieval.index import (
     BM25_DIR,
     EMBEDDINGS,
     META,
     PASSAGES,
     QUERY_ENCODER_DIR,
+    Passage,
     PassageIndex,
+    bm25_index,
     bm25_tokens,
     load_embedder,
     make_passages,
@@ -115,6 +118,20 @@ def test_bm25_tokens_drop_stopwords_and_case():
     assert bm25_tokens("What is THE Xylotheca of 1854?") == ["what", "xylotheca", "1854"]
 
 
+def test_bm25_index_from_term_ids_scores_as_bm25s_from_words():
+    import bm25s
+
+    texts = [d["text"] for d in CORPUS] + ["The the of and", "Apple apple trees"]
+    ours = bm25_index(texts, len(texts))
+    theirs = bm25s.BM25()
+    theirs.index([bm25_tokens(t) for t in texts], show_progress=False)
+    for query in ("apple trees planted", "xylotheca", "harbour light 1854", "unknownword"):
+        tokens = bm25_tokens(query)
+        assert np.allclose(
+            ours.get_scores_from_ids(ours.get_tokens_ids(tokens)), theirs.get_scores_from_ids(theirs.get_tokens_ids(tokens))
+        )
+
+
 # -- a real index (bundled MiniLM) -----------------------------------------------------------
 
 CORPUS = [
@@ -160,6 +177,7 @@ def test_index_stage_writes_its_files(run_dir: Path):
         assert (folder / name).exists(), name
     meta = json.loads((folder / META).read_text())
     assert meta["query_encoder"] == "onnxruntime"
+    assert meta["dense_index"] == "exact" and not (folder / ann.FILE).exists()  # 'auto', far below ann_min_passages
     assert "MiniLM" in meta["embedder"] and meta["config"]["embedder"] is None
     assert meta["config"]["passage_tokens"] == 40
     assert "rrf_k" not in meta["config"] and "top_k" not in meta["config"]  # query time: read by `ask`
@@ -274,6 +292,12 @@ def test_onnx_query_vectors_equal_sentence_transformers_vectors(index: PassageIn
     assert np.allclose(index.embed_query(texts[1]), expected[1], atol=1e-5)
 
 
+def test_passages_are_embedded_by_the_onnx_export_as_by_sentence_transformers(index: PassageIndex):
+    expected = load_embedder(None).encode([p.text for p in index.passages], normalize_embeddings=True)
+    assert index.embeddings.dtype == np.float32
+    assert np.abs(index.embeddings - expected).max() < 1e-5
+
+
 def test_a_failed_export_warns_and_falls_back(index: PassageIndex, tmp_path: Path, monkeypatch, caplog):
     import distillqa.retrieval.query_encoder
 
@@ -284,11 +308,26 @@ def test_a_failed_export_warns_and_falls_back(index: PassageIndex, tmp_path: Pat
 
     monkeypatch.setattr(distillqa.retrieval.query_encoder, "export", broken)
     folder = tmp_path / "fallback"
-    index.save(folder)
+    PassageIndex(index.passages, list(index.documents.values()), index.embeddings, index.bm25, index.cfg).save(folder)
     assert "ONNX export of the embedder failed (exporter exploded)" in caplog.text
     assert not (folder / QUERY_ENCODER_DIR).exists()
     again = PassageIndex.load(folder)
     assert "feline slept" in again.search("Where did the cat nap?", k=1)[0].passage.text
+
+
+def test_a_failed_export_at_build_time_is_tried_and_reported_once(tmp_path: Path, monkeypatch, caplog):
+    import distillqa.retrieval.query_encoder
+
+    def broken(model, directory):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(distillqa.retrieval.query_encoder, "export", broken)
+    run = Run(tmp_path, quiet=True)
+    write_jsonl(run.path("documents.jsonl"), CORPUS)
+    run_stage(run, Config(retrieval=CFG))  # passages embedded by sentence-transformers instead
+    assert caplog.text.count("ONNX export of the embedder failed") == 1
+    assert json.loads((tmp_path / "index" / META).read_text())["query_encoder"] == "sentence-transformers"
+    assert "feline slept" in PassageIndex.load(tmp_path / "index").search("Where did the cat nap?", k=1)[0].passage.text
 
 
 def test_load_errors_are_one_line(tmp_path: Path):
@@ -301,3 +340,69 @@ def test_index_stage_refuses_documents_without_text(tmp_path: Path):
     write_jsonl(run.path("documents.jsonl"), [doc("empty", "   ")])
     with pytest.raises(DistillqaError, match="no passages"):
         run_stage(run, Config(retrieval=CFG))
+
+
+# -- the HNSW graph --------------------------------------------------------------------------
+
+
+def clustered(n: int, seed: int, dim: int = 384) -> np.ndarray:
+    """Normalised vectors in 40 clusters: embeddings of text have neighbourhoods, random ones do not."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).standard_normal((40, dim), dtype=np.float32)
+    x = centres[rng.integers(0, 40, n)] + 0.1 * rng.standard_normal((n, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_auto_builds_a_graph_from_ann_min_passages_on():
+    assert not ann.wanted(RetrievalConfig(), 99_999)
+    assert ann.wanted(RetrievalConfig(), 100_000)
+    assert ann.wanted(RetrievalConfig(ann_min_passages=10), 10)
+    assert ann.wanted(RetrievalConfig(dense_index="hnsw"), 1)
+    assert not ann.wanted(RetrievalConfig(dense_index="exact", ann_min_passages=1), 10**7)
+
+
+def test_graph_search_finds_what_exact_search_finds_and_survives_save_and_load(tmp_path: Path):
+    vectors, queries = clustered(3000, seed=1), clustered(50, seed=2)
+    texts = [f"passage number {i}" for i in range(len(vectors))]
+    passages = [Passage(f"d-p{i:04d}", "d", "D", "d.txt", None, 0, len(t), t) for i, t in enumerate(texts)]
+    documents = [{"doc_id": "d", "title": "D", "document": "d.txt", "pages": []}]
+    cfg = RetrievalConfig(dense_index="hnsw", onnx_query_encoder=False)
+    exact = PassageIndex(passages, documents, vectors, bm25_index(texts, len(texts)), cfg)
+    approx = PassageIndex(passages, documents, vectors, exact.bm25, cfg, graph=ann.build(vectors))
+    assert (exact.dense_kind, approx.dense_kind) == ("exact", "hnsw")
+
+    recall = np.mean([len(set(approx.dense_ranking(q, 10)) & set(exact.dense_ranking(q, 10))) / 10 for q in queries])
+    assert recall >= 0.95
+    assert len(approx.dense_ranking(queries[0], 100, ef_search=8)) == 100  # searches at least depth wide
+
+    approx.save(tmp_path / "index")
+    assert json.loads((tmp_path / "index" / META).read_text())["dense_index"] == "hnsw"
+    again = PassageIndex.load(tmp_path / "index")
+    assert again.graph is not None and isinstance(again.embeddings, np.memmap)  # mapped, not read
+    for q in queries[:5]:
+        assert again.dense_ranking(q, 20) == approx.dense_ranking(q, 20)
+        assert again.search("passage number 7", k=3, query_vector=q) == approx.search("passage number 7", k=3, query_vector=q)
+
+
+def test_a_damaged_graph_is_a_one_line_error(index: PassageIndex, tmp_path: Path):
+    folder = tmp_path / "index"
+    cfg = index.cfg.model_copy(update={"onnx_query_encoder": False})
+    graph = ann.build(index.embeddings)
+    PassageIndex(index.passages, list(index.documents.values()), index.embeddings, index.bm25, cfg, graph=graph).save(folder)
+    (folder / ann.FILE).write_bytes(b"not a faiss index")
+    with pytest.raises(DistillqaError, match="cannot read the index.*distillqa index RUN --force"):
+        PassageIndex.load(folder)
+
+
+def test_index_stage_builds_the_graph_past_the_threshold(tmp_path: Path):
+    """'auto' with a threshold the corpus reaches; passages embedded by sentence-transformers
+    (no export) give the same vectors as through the export."""
+    run = Run(tmp_path, quiet=True)
+    write_jsonl(run.path("documents.jsonl"), CORPUS)
+    cfg = CFG.model_copy(update={"ann_min_passages": 2, "onnx_query_encoder": False})
+    assert run_stage(run, Config(retrieval=cfg))["dense_index"] == "hnsw"
+    index = PassageIndex.load(tmp_path / "index")
+    assert index.graph is not None and index.graph.ntotal == len(index)
+    expected = load_embedder(None).encode([p.text for p in index.passages], normalize_embeddings=True)
+    assert np.abs(np.asarray(index.embeddings) - expected).max() < 1e-5
+    assert "feline slept" in index.search("Where did the cat nap?", k=1, ef_search=16)[0].passage.text

@@ -1,16 +1,22 @@
 """Teacher backends: transformers (a tiny random model built here), llama.cpp (the bundled GGUF)
-and the OpenAI-compatible HTTP client (against a real llama_cpp.server and a scripted fake server).
+and the OpenAI-compatible HTTP client, on one server or several (against real llama_cpp.server
+processes and a scripted fake server).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,11 +24,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from distillqa.config import TeacherConfig
+from distillqa.config import Config, TeacherConfig, load_config
 from distillqa.errors import DistillqaError
+from distillqa.io import read_jsonl, write_jsonl
+from distillqa.layout import CHUNKS, GENERATIONS, TEACHER_CACHE
 from distillqa.models import bundled_teacher_gguf
+from distillqa.pipeline import STAGE_BY_NAME, Run
 from distillqa.teacher.backends import load_backend, load_teacher
 from distillqa.teacher.base import GenerationRequest, GenerationResult
+from tests.helpers import HARBOUR, ORCHARD
 
 QA_SCHEMA = {
     "type": "object",
@@ -346,40 +356,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def llama_servers(folder: Path, n: int, *args: str) -> Iterator[list[tuple[str, subprocess.Popen, Path]]]:
+    """n llama_cpp.server processes with the bundled GGUF on free ports, started together; yields
+    (base_url, process, log path) for each once all answer, and stops them after."""
+    pytest.importorskip("llama_cpp.server.app")
+    servers = []
+    try:
+        for i in range(n):
+            port, log_path = free_port(), folder / f"server-{i}.log"
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_teacher_gguf()),
+                     "--host", "127.0.0.1", "--port", str(port), *args],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            servers.append((f"http://127.0.0.1:{port}/v1", proc, log_path))
+        deadline = time.monotonic() + 120
+        for base_url, proc, log_path in servers:
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+                try:
+                    if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"llama_cpp.server did not start in 120 s: {log_path.read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield servers
+    finally:
+        for _, proc, _ in servers:
+            proc.terminate()
+        for _, proc, _ in servers:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    pytest.importorskip("llama_cpp.server.app")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_teacher_gguf()),
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not start in 120 s: {log_path.read_text()[-2000:]}")
-            time.sleep(0.3)
+    with llama_servers(tmp_path_factory.mktemp("llama-server"), 1, "--n_ctx", "2048") as [(base_url, _, _)]:
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.slow
@@ -407,7 +429,7 @@ def test_http_json_schema_falls_back_to_llama_server_form(llama_server: str) -> 
             for s in (1, 2)
         ]
         results = teacher.generate(requests)
-        assert teacher.schema_form == "json_object"  # the standard form was rejected, the fallback kept
+        assert teacher.servers[0].schema_form == "json_object"  # the standard form was rejected, the fallback kept
         results += teacher.generate(requests[:1])
     finally:
         teacher.close()
@@ -426,7 +448,7 @@ def test_http_requires_base_url() -> None:
 def test_http_unreachable_server_fails_fast(model: str | None) -> None:
     cfg = TeacherConfig(backend="openai", base_url=f"http://127.0.0.1:{free_port()}", model=model, max_retries=1)
     started = time.monotonic()
-    with pytest.raises(DistillqaError, match=r"cannot reach teacher server at http://127\.0\.0\.1:\d+/v1"):
+    with pytest.raises(DistillqaError, match=r"no teacher server answers \(http://127\.0\.0\.1:\d+/v1: cannot connect"):
         teacher = load_teacher(cfg)  # model=None asks the server for its model name here
         teacher.generate([GenerationRequest(messages=user("hi"))])
     assert time.monotonic() - started < 5
@@ -434,28 +456,38 @@ def test_http_unreachable_server_fails_fast(model: str | None) -> None:
 
 class FakeServer:
     """A local HTTP server whose behaviour is picked by the first path segment of base_url:
-    ok, garbage (HTML), nochoices (JSON without choices), slow (sleeps), flaky (503 twice, then ok),
-    down (always 503). It records every request so tests can check what was sent."""
+    ok, garbage (HTML), nochoices (JSON without choices), reject (400), slow (sleeps 1 s), busy
+    (sleeps 0.1 s, counting the requests it holds at once), flaky (503 twice, then ok), down
+    (always 503). A suffix ("ok-b") names another server that behaves the same. It records every
+    request so tests can check what was sent."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict, dict]] = []  # (path, headers, body)
+        self.holding: Counter[str] = Counter()  # busy: requests being answered now, per server
+        self.most_held: Counter[str] = Counter()  # busy: the most at once, per server
+        self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append((self.path, dict(self.headers), body))
-                mode = self.path.split("/")[1]
+                name = self.path.split("/")[1]
+                mode = name.partition("-")[0]
                 hits = sum(1 for p, _, _ in server.requests if p == self.path)
                 if mode == "garbage":
                     self.reply(200, b"<html>Gateway says hello</html>", "text/html")
                 elif mode == "nochoices":
                     self.reply(200, b'{"object": "chat.completion", "choices": []}')
+                elif mode == "reject":
+                    self.reply(400, b'{"error": "prompt too long"}')
                 elif mode == "down" or (mode == "flaky" and hits <= 2):
                     self.reply(503, b'{"error": "overloaded"}', retry_after="0")
                 else:
                     if mode == "slow":
                         time.sleep(1.0)
+                    elif mode == "busy":
+                        server.hold(name)
                     text = f"echo: {body['messages'][-1]['content']}"
                     choice = {"message": {"role": "assistant", "content": text}}
                     self.reply(200, json.dumps({"choices": [choice]}).encode())
@@ -483,6 +515,18 @@ class FakeServer:
     def url(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/{mode}/v1"
 
+    def hold(self, name: str) -> None:
+        with self.lock:
+            self.holding[name] += 1
+            self.most_held[name] = max(self.most_held[name], self.holding[name])
+        time.sleep(0.1)
+        with self.lock:  # before the reply goes out: the client may send the next one at once
+            self.holding[name] -= 1
+
+    def sent_to(self, name: str) -> list[dict]:
+        """The bodies of the chat requests one server got."""
+        return [body for path, _, body in self.requests if path == f"/{name}/v1/chat/completions"]
+
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -495,7 +539,7 @@ def fake_server() -> Iterator[FakeServer]:
     server.stop()
 
 
-def http_teacher(base_url: str, **kw: object):
+def http_teacher(base_url: str | list[str], **kw: object):
     teacher = load_teacher(TeacherConfig(backend="openai", base_url=base_url, model="m", **kw))
     teacher.backoff_s = 0.01
     return teacher
@@ -510,7 +554,7 @@ def test_http_sends_request_fields_and_api_key(fake_server: FakeServer, monkeypa
     results = teacher.generate(requests)
     teacher.close()
     assert [r.text for r in results] == [f"echo: q{i}" for i in range(6)]  # input order kept
-    path, headers, body = fake_server.requests[0]
+    path, headers, body = next(r for r in fake_server.requests if r[2]["seed"] == 0)  # sent in any order
     assert path == "/ok/v1/chat/completions" and headers["Authorization"] == "Bearer sekret"
     sent = {"model": "m", "messages": user("q0"), "max_tokens": 7, "temperature": 0.0, "seed": 0, "stop": ["\n"]}
     assert body == sent
@@ -520,7 +564,7 @@ def test_http_standard_json_schema_form_is_sent(fake_server: FakeServer) -> None
     teacher = http_teacher(fake_server.url("ok"))
     (r,) = teacher.generate([GenerationRequest(messages=user("q"), json_schema=QA_SCHEMA)])
     teacher.close()
-    assert r.error is None and teacher.schema_form == "json_schema"
+    assert r.error is None and teacher.servers[0].schema_form == "json_schema"
     assert fake_server.requests[0][2]["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "qa", "schema": QA_SCHEMA, "strict": True},
@@ -529,22 +573,30 @@ def test_http_standard_json_schema_form_is_sent(fake_server: FakeServer) -> None
 
 @pytest.mark.parametrize(
     "mode, message",
-    [("garbage", "server returned non-JSON (HTTP 200): '<html>"), ("nochoices", "response has no choices[0].message")],
+    [
+        ("garbage", "server returned non-JSON (HTTP 200): '<html>"),
+        ("nochoices", "response has no choices[0].message"),
+        ("reject", 'HTTP 400: {"error": "prompt too long"}'),
+    ],
 )
 def test_http_bad_responses_become_error_results(fake_server: FakeServer, mode: str, message: str) -> None:
+    """The server answered, so it is up: its error is this request's, and the run goes on."""
     teacher = http_teacher(fake_server.url(mode), concurrency=2)
     results = teacher.generate([GenerationRequest(messages=user(f"q{i}")) for i in range(3)])
     teacher.close()
     for r in results:
         assert r.text == "" and r.error is not None and r.error.startswith(message)
+    assert len(fake_server.requests) == 3  # not retried
 
 
-def test_http_timeout_becomes_error_result(fake_server: FakeServer) -> None:
+def test_http_timeouts_stop_a_lone_server(fake_server: FakeServer) -> None:
     teacher = http_teacher(fake_server.url("slow"), timeout_s=0.2, max_retries=1)
     started = time.monotonic()
-    (r,) = teacher.generate([GenerationRequest(messages=user("q"))])
-    teacher.close()
-    assert r.text == "" and "no answer within teacher.timeout_s=0.2s (after 2 attempts)" in r.error
+    try:
+        with pytest.raises(DistillqaError, match=r"/slow/v1: no answer within teacher\.timeout_s=0\.2s \(after 2 attempts\)"):
+            teacher.generate([GenerationRequest(messages=user("q"))])
+    finally:
+        teacher.close()
     assert time.monotonic() - started < 0.9  # two 0.2 s attempts, not the server's 1 s sleep
     assert len(fake_server.requests) == 2
 
@@ -559,16 +611,184 @@ def test_http_retries_5xx_then_succeeds(fake_server: FakeServer) -> None:
 
 def test_http_gives_up_after_max_retries(fake_server: FakeServer) -> None:
     teacher = http_teacher(fake_server.url("down"), max_retries=2)
-    (r,) = teacher.generate([GenerationRequest(messages=user("q"))])
-    teacher.close()
-    assert r.text == "" and r.error == 'HTTP 503: {"error": "overloaded"} (after 3 attempts)'
+    try:
+        with pytest.raises(DistillqaError, match=re.escape('/down/v1: HTTP 503: {"error": "overloaded"} (after 3 attempts)')):
+            teacher.generate([GenerationRequest(messages=user("q"))])
+    finally:
+        teacher.close()
     assert len(fake_server.requests) == 3
 
 
-def test_http_server_lost_mid_run_gives_error_results(fake_server: FakeServer) -> None:
+def test_http_lone_server_lost_mid_run_stops_the_run(fake_server: FakeServer) -> None:
+    """Finished chunks are kept by the generate stage; a run of error results would be kept too."""
     teacher = http_teacher(fake_server.url("ok"), max_retries=0)
-    assert teacher.generate([GenerationRequest(messages=user("q"))]) == [GenerationResult(text="echo: q")]
-    fake_server.stop()
-    results = teacher.generate([GenerationRequest(messages=user("q")) for _ in range(2)])
-    teacher.close()
-    assert all(r.text == "" and r.error.startswith("cannot connect") for r in results)
+    try:
+        assert teacher.generate([GenerationRequest(messages=user("q"))]) == [GenerationResult(text="echo: q")]
+        fake_server.stop()
+        with pytest.raises(DistillqaError, match=r"^no teacher server answers \(http://\S+/ok/v1: cannot connect"):
+            teacher.generate([GenerationRequest(messages=user("q")) for _ in range(2)])
+    finally:
+        teacher.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Several OpenAI-compatible servers: spreading and failover (fake servers, then two real ones)
+# ---------------------------------------------------------------------------------------------
+def numbered(n: int) -> list[GenerationRequest]:
+    return [GenerationRequest(messages=user(f"q{i}"), seed=i) for i in range(n)]
+
+
+def echoes(n: int) -> list[GenerationResult]:
+    return [GenerationResult(text=f"echo: q{i}") for i in range(n)]
+
+
+def test_fleet_config_takes_one_url_or_a_list() -> None:
+    one = load_config(None, ["teacher.base_url=http://a:1/v1"])
+    two = load_config(None, ["teacher.base_url=[http://a:1/v1, http://b:1/v1]"])
+    assert one.teacher.base_url == "http://a:1/v1" and two.teacher.base_url == ["http://a:1/v1", "http://b:1/v1"]
+    assert one.section_hash("teacher") == two.section_hash("teacher")  # transport only
+    for bad, message in [("[]", "empty list"), ("[http://a:1/v1, http://a:1/v1/]", "lists a server twice")]:
+        with pytest.raises(DistillqaError, match=message):
+            load_config(None, [f"teacher.base_url={bad}"])
+
+
+def test_fleet_spreads_requests_within_each_servers_concurrency(fake_server: FakeServer) -> None:
+    teacher = http_teacher([fake_server.url("busy-a"), fake_server.url("busy-b")], concurrency=2)
+    try:
+        results = teacher.generate(numbered(12))
+    finally:
+        teacher.close()
+    assert results == echoes(12)  # input order kept
+    assert fake_server.most_held == {"busy-a": 2, "busy-b": 2}  # each server's own slots, all used
+    sent = [len(fake_server.sent_to(name)) for name in ("busy-a", "busy-b")]
+    assert sum(sent) == 12 and min(sent) >= 4 and [s.answered for s in teacher.servers] == sent
+
+
+@pytest.mark.parametrize("failing, reason", [("down", "HTTP 503"), ("dead", "cannot connect"), ("slow", "no answer within")])
+def test_fleet_moves_requests_off_a_failing_server(fake_server: FakeServer, failing: str, reason: str) -> None:
+    bad = f"http://127.0.0.1:{free_port()}/v1" if failing == "dead" else fake_server.url(failing)
+    teacher = http_teacher([bad, fake_server.url("ok")], concurrency=2, max_retries=1, timeout_s=0.3)
+    try:
+        results = teacher.generate(numbered(8))
+    finally:
+        teacher.close()
+    assert results == echoes(8)  # nothing lost, input order kept
+    answered = fake_server.sent_to("ok")
+    assert sorted(body["seed"] for body in answered) == list(range(8))  # each request answered once
+    moved = fake_server.sent_to(failing)
+    assert len(moved) <= 2 * 2  # only the requests in its 2 slots, each tried twice there, then it is down
+    assert all(body in answered for body in moved)  # sent on unchanged: same prompt and seed
+    assert teacher.servers[0].answered == 0 and reason in teacher.servers[0].failure
+
+
+def test_fleet_server_lost_mid_run_loses_nothing(fake_server: FakeServer) -> None:
+    other = FakeServer()
+    teacher = http_teacher([fake_server.url("busy"), other.url("busy")], concurrency=1, max_retries=1)
+    results: list[GenerationResult] = []
+    run = threading.Thread(target=lambda: results.extend(teacher.generate(numbered(10))))
+    try:
+        run.start()
+        deadline = time.monotonic() + 30
+        while len(other.sent_to("busy")) < 2:  # it has taken its share: now it goes away
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        other.stop()
+        run.join(timeout=30)
+    finally:
+        teacher.close()
+    assert results == echoes(10)
+    seeds = [body["seed"] for body in fake_server.sent_to("busy") + other.sent_to("busy")]
+    assert sorted(seeds) == list(range(10))  # every request answered exactly once
+    assert teacher.servers[1].failure.startswith("cannot connect")
+
+
+def test_fleet_down_server_rejoins_after_down_s(fake_server: FakeServer) -> None:
+    teacher = http_teacher([fake_server.url("flaky"), fake_server.url("ok")], concurrency=1, max_retries=0)
+    teacher.down_s = 0.5
+    try:
+        results = teacher.generate(numbered(1)) + teacher.generate(numbered(1))  # fails once, then skipped
+        time.sleep(0.55)
+        results += teacher.generate(numbered(1))  # tried again: fails again (flaky fails twice)
+        time.sleep(0.55)
+        results += teacher.generate(numbered(1))  # back
+    finally:
+        teacher.close()
+    assert results == echoes(1) * 4
+    assert len(fake_server.sent_to("flaky")) == 3 and teacher.servers[0].answered == 1
+
+
+@pytest.mark.parametrize("model", ["m", None])
+def test_fleet_with_every_server_down_stops_with_one_error(fake_server: FakeServer, model: str | None) -> None:
+    down, dead = fake_server.url("down"), f"http://127.0.0.1:{free_port()}/v1"
+    started = time.monotonic()
+    with pytest.raises(DistillqaError) as info:
+        teacher = load_teacher(TeacherConfig(backend="openai", base_url=[down, dead], model=model, max_retries=1))
+        try:  # model=None asks each server for its model name first, and fails there
+            teacher.generate(numbered(4))
+        finally:
+            teacher.close()
+    message = str(info.value)
+    assert message.startswith("no teacher server answers (") and "\n" not in message
+    assert f"{down}: HTTP 50" in message and f"{dead}: cannot connect" in message
+    assert time.monotonic() - started < 5
+
+
+def chat_posts(log_path: Path) -> int:
+    """Chat completions a llama_cpp.server answered, from its access log."""
+    return log_path.read_text(errors="replace").count('"POST /v1/chat/completions HTTP/1.1" 200')
+
+
+def test_fleet_of_llama_servers_survives_a_killed_server(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The generate stage on two real llama.cpp servers, one SIGKILLed mid-run: requests are
+    spread over both, none is lost, and every chunk is written exactly once."""
+    texts = [p for doc in (HARBOUR, ORCHARD) for p in doc.split("\n\n")][:3]
+    chunks = [{"chunk_id": f"c{i}", "doc_id": "d", "index": i, "text": t} for i, t in enumerate(texts)]
+    # n_threads_batch: the server's default (every core) makes each prompt cost seconds on a busy machine
+    args = ("--n_ctx", "512", "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False")
+    with llama_servers(tmp_path, 2, *args) as servers:
+        (url_a, _, log_a), (url_b, proc_b, log_b) = servers
+        # One request each (the least busy server gets the next), which also pays each server's
+        # slow first decode before the timed part.
+        teacher = load_teacher(TeacherConfig(backend="openai", base_url=[url_a, url_b], concurrency=1))
+        try:
+            warm = teacher.generate([GenerationRequest(messages=user(NILE), max_tokens=2) for _ in range(2)])
+        finally:
+            teacher.close()
+        assert [r.error for r in warm] == [None, None] and [chat_posts(log_a), chat_posts(log_b)] == [1, 1]
+
+        cfg = Config.model_validate({
+            "teacher": {"backend": "openai", "base_url": [url_a, url_b], "concurrency": 2, "max_retries": 1},
+            "generate": {"mode": "answer-first", "answers_per_chunk": 2, "retries": 0, "question_max_tokens": 8,
+                         "wave_requests": 64},
+        })
+        run = Run(tmp_path / "run", quiet=True)
+        run.root.mkdir()
+        write_jsonl(run.path(CHUNKS), chunks)
+        run.save_config(cfg)
+        done = threading.Event()
+
+        def kill_b_mid_run() -> None:
+            while chat_posts(log_b) < 2 and not done.is_set():  # its first answer: it holds the next two
+                time.sleep(0.02)
+            proc_b.kill()  # SIGKILL: its requests in flight get no answer
+
+        killer = threading.Thread(target=kill_b_mid_run)
+        killer.start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="distillqa"):
+                summary = run.run_stage(STAGE_BY_NAME["generate"], cfg)
+        finally:
+            done.set()
+            killer.join()
+        served = [chat_posts(log_a) - 1, chat_posts(log_b) - 1]
+    assert proc_b.returncode == -signal.SIGKILL
+    assert f"teacher server {url_b} is down" in caplog.text  # and its requests went to the other
+    records = read_jsonl(run.path(GENERATIONS))
+    assert [r["chunk_id"] for r in records] == [c["chunk_id"] for c in chunks] and summary["chunks_generated"] == 3
+    assert len(read_jsonl(run.path(TEACHER_CACHE))) == 3  # each chunk cached once
+    attempts = [a for r in records for a in r["attempts"]]
+    assert [a["error"] for a in attempts if (a["error"] or "").startswith("backend")] == []  # every request answered
+    assert all(a["raw"] for a in attempts)
+    for r in records:  # one attempt per task (retries=0): none recorded twice
+        assert len({a["seed"] for a in r["attempts"]}) == len(r["attempts"]) > 0
+    assert served[0] > 0 and served[1] >= 1 and sum(served) >= len(attempts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -177,3 +178,37 @@ def test_bundled_minilm_learns_a_learnable_pattern(tmp_path):
     assert baseline["f1"] < 30
     assert distilled["f1"] > baseline["f1"] + 40
     assert summary["best_f1"] == pytest.approx(distilled["f1"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_processes_trains_one_student(tmp_path, tiny_base):
+    """`torchrun --nproc_per_node 2 -m distillqa train RUN` on CPU (DDP over gloo): the two
+    processes share each global batch (the same optimizer steps as one process, not twice as
+    many), rank 0 alone writes student/, the log and the manifest, and the validation F1 is
+    within noise of one process's: the gap to it is no larger than between two one-process
+    runs with different seeds (or 10 points, when those happen to agree)."""
+    import subprocess
+    import sys
+
+    launch = {"one": [sys.executable, "-m", "distillqa"], "two": [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m", "distillqa"]}
+    runs = {"one": ("one", 42), "one-reseeded": ("one", 7), "two": ("two", 42)}
+    logs = {}
+    for name, (launcher, seed) in runs.items():
+        run = Run(tmp_path / name)
+        run.root.mkdir()
+        run.save_manifest({"stages": {}, "inputs": []})
+        write(run.path("train.json"), synthetic_squad(96, seed=1))
+        write(run.path("validation.json"), synthetic_squad(24, seed=2))
+        settings = {"student": tiny_base, "epochs": 8, "learning_rate": 3e-3, "batch_size": 8, "seed": seed}
+        done = subprocess.run([*launch[launcher], "train", str(run.root), "-q", *(f"--set=train.{k}={v}" for k, v in settings.items())],
+                              capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        logs[name] = json.loads(run.path("student/training_log.json").read_text())
+    assert [e["step"] for e in logs["two"]["eval"]] == [e["step"] for e in logs["one"]["eval"]]
+    two = tmp_path / "two"
+    assert not [p.name for p in two.iterdir() if p.name.startswith(".student")]  # no work or temp folder left
+    assert (two / "log.txt").read_text().count("stage train: started") == 1
+    assert Run(two).manifest["stages"]["train"]["status"] == "done"
+    f1 = {name: log["best_f1"] for name, log in logs.items()}
+    noise = abs(f1["one"] - f1["one-reseeded"])
+    assert abs(f1["two"] - f1["one"]) <= max(10.0, 2 * noise), f1

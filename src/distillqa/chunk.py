@@ -11,6 +11,9 @@ sentence longer than a chunk), else inside a word (a run of text without spaces)
 chunks share about `overlap_tokens` of whole sentences, so a fact cut at a chunk's edge is
 whole in the next one. Every chunk is an exact slice of its document's text, and together the
 chunks cover every non-space character of it.
+
+Many documents are chunked by worker processes (`chunk.workers`, `distillqa.pool`), each
+loading the tokenizer once: the same chunks in the same order.
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillqa.config import Config
-from distillqa.console import track
+from distillqa.config import ChunkConfig, Config
 from distillqa.errors import DistillqaError
 from distillqa.io import read_jsonl, write_jsonl
 from distillqa.layout import CHUNKS, DOCUMENTS, RunFolder
+from distillqa.pool import ordered_map
 from distillqa.records import page_at
 from distillqa.text import ENDS_WITH_STOP, sentence_spans
 
@@ -276,12 +279,25 @@ def _longest(fits: Callable[[int], bool], lo: int, hi: int) -> int:
     return lo
 
 
+def _chunks_of(cfg: ChunkConfig, count_tokens: TokenCounter, doc: dict) -> list[dict]:
+    """`chunk_document` as `ordered_map` calls it: the token counter is its per-process state."""
+    return chunk_document(doc, count_tokens, cfg.max_tokens, cfg.overlap_tokens)
+
+
 def run_stage(run: RunFolder, cfg: Config) -> dict:
     documents = read_jsonl(run.path(DOCUMENTS))
-    count_tokens = load_token_counter(cfg)
     chunks: list[dict] = []
-    for doc in track(documents, len(documents), "chunk", run.quiet):
-        chunks.extend(chunk_document(doc, count_tokens, cfg.chunk.max_tokens, cfg.chunk.overlap_tokens))
+    with ordered_map(
+        functools.partial(_chunks_of, cfg.chunk),
+        documents,
+        setup=functools.partial(load_token_counter, cfg),
+        workers=cfg.chunk.workers,
+        description="chunk",
+        quiet=run.quiet,
+        setting="chunk.workers",
+    ) as results:
+        for doc_chunks in results:
+            chunks.extend(doc_chunks)
     write_jsonl(run.path(CHUNKS), chunks)
     sizes = [c["n_tokens"] for c in chunks]
     return {

@@ -192,9 +192,12 @@ def run_all(
     """Every stage in order, skipping the ones already done with the same inputs and settings."""
     from distillqa.console import print_summary
     from distillqa.pipeline import STAGE_BY_NAME, STAGES
+    from distillqa.runtime import launch_world_size
 
     if until is not None and until not in STAGE_BY_NAME:
         _fail(f"unknown stage {until!r}: choose from {', '.join(STAGE_BY_NAME)}")
+    if launch_world_size() > 1:
+        _fail("torchrun/accelerate launch runs `distillqa train RUN` only: run the other stages in one process")
     with _removed_on_failure(out) as folder, _errors(), _started_run(paths, out, config, set_, quiet, pdf_password, skip_bad) as (run, cfg):
         for stage in STAGES:
             summary = run.run_stage(stage, cfg)

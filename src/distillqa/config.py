@@ -48,6 +48,12 @@ class IngestConfig(_Section):
     header_footer_min_fraction: float = Field(
         0.5, gt=0, le=1, description="A line repeated on this share of pages is a header/footer."
     )
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="Processes reading files. None or 0 = one per usable core for many files (256+ each), 1 = this process only.",
+        json_schema_extra=NOT_HASHED,  # speed only: the same documents in the same order
+    )
 
 
 class ChunkConfig(_Section):
@@ -59,6 +65,12 @@ class ChunkConfig(_Section):
         384, ge=32, description="Chunk size. Small by default: the bundled teacher reads short passages best."
     )
     overlap_tokens: int = Field(64, ge=0)
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="Processes chunking documents, each with its own tokenizer. None or 0 = one per usable core for many documents (256+ each), 1 = this process only.",
+        json_schema_extra=NOT_HASHED,  # speed only: the same chunks in the same order
+    )
 
     @model_validator(mode="after")
     def _overlap_smaller_than_chunk(self) -> "ChunkConfig":
@@ -104,15 +116,15 @@ class TeacherConfig(_Section):
         json_schema_extra=NOT_HASHED,
     )
     # OpenAI-compatible HTTP
-    base_url: str | None = Field(
+    base_url: str | list[str] | None = Field(
         None,
-        description="Server URL. Transport only: the teacher is backend + model, so keep a server that serves the same model.",
+        description="Server URL, or a list of servers: each request goes to the least busy one that answers, and a server that stops answering hands its requests to the others. Transport only: the teacher is backend + model, so every server must serve the same model.",
         json_schema_extra=NOT_HASHED,
     )
     api_key_env: str = Field(
         "OPENAI_API_KEY", description="Environment variable holding the API key.", json_schema_extra=NOT_HASHED
     )
-    concurrency: int = Field(4, ge=1, description="Requests in flight at once.", json_schema_extra=NOT_HASHED)
+    concurrency: int = Field(4, ge=1, description="Requests in flight at once, per server.", json_schema_extra=NOT_HASHED)
     timeout_s: float = Field(
         120.0,
         gt=0,
@@ -129,6 +141,15 @@ class TeacherConfig(_Section):
     temperature: float = Field(0.3, ge=0)
     max_new_tokens: int = Field(384, ge=8)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _distinct_servers(self) -> "TeacherConfig":
+        urls = [self.base_url] if isinstance(self.base_url, str) else self.base_url or []
+        if isinstance(self.base_url, list) and not urls:
+            raise ValueError("base_url is an empty list: give one server URL or several")
+        if len({u.rstrip("/") for u in urls}) < len(urls):
+            raise ValueError("base_url lists a server twice: raise teacher.concurrency instead")
+        return self
 
 
 class GenerateConfig(_Section):
@@ -155,7 +176,7 @@ class GenerateConfig(_Section):
     wave_requests: int | None = Field(
         None,
         ge=1,
-        description="Requests handed to the teacher at once. None = 2 x max(teacher.batch_size, teacher.concurrency). Speed only: may change the exact sampled text (batch shapes), not its distribution.",
+        description="Requests handed to the teacher at once. None = 2 x max(teacher.batch_size, teacher.concurrency x servers). Speed only: may change the exact sampled text (batch shapes), not its distribution.",
         json_schema_extra=NOT_HASHED,
     )
 
@@ -284,6 +305,20 @@ class RetrievalConfig(_Section):
     )
     onnx_query_encoder: bool = Field(
         True, description="Export the embedder to ONNX at index time; questions are then embedded ~4x faster."
+    )
+    # Measured (docs/benchmarks.md): exact search costs ~0.08 ms per 1,000 passages on 2 cores, twice
+    # the question's embedding at 100k; the graph answers in a few ms at 1M, finds ~97% of the exact
+    # top 10 on real embeddings, and takes far less time to build than embedding the passages.
+    dense_index: Literal["auto", "exact", "hnsw"] = Field(
+        "auto",
+        description="Dense search: 'exact' = every embedding (numpy); 'hnsw' = a faiss HNSW graph (approximate, a few ms at 1M passages); 'auto' = hnsw from ann_min_passages on.",
+    )
+    ann_min_passages: int = Field(100_000, ge=1, description="With dense_index 'auto': the passage count from which an HNSW graph is built.")
+    hnsw_ef_search: int = Field(
+        128,
+        ge=1,
+        description="HNSW search breadth (at least the ranking's depth): higher = better recall, slower (query time).",
+        json_schema_extra=NOT_HASHED,
     )
 
     @model_validator(mode="after")

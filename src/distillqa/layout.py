@@ -21,6 +21,7 @@ import yaml
 from distillqa.config import Config, load_config
 from distillqa.errors import DistillqaError
 from distillqa.io import atomic_open, read_json, write_json
+from distillqa.runtime import launch_rank
 
 # Run-folder file names, shared by every stage.
 CONFIG = "config.yaml"
@@ -161,7 +162,7 @@ class RunFolder:
     def config(self, config_file: Path | None = None, overrides: list[str] | None = None) -> Config:
         """The run's saved config, updated by a config file and overrides, then saved back."""
         cfg = self.saved_config(config_file, overrides)
-        if self.root.exists():
+        if self.root.exists() and launch_rank() == 0:
             self.save_config(cfg)
         return cfg
 
@@ -222,8 +223,12 @@ class RunFolder:
 
         An flock on RUN/.lock, which also holds the holder's PID for the error message. The
         kernel drops the lock when its process dies (even by SIGKILL), so a stale lock file
-        from a dead process is simply taken over.
+        from a dead process is simply taken over. The other processes of a torchrun/accelerate
+        launch (rank > 0) share rank 0's hold: they write nothing.
         """
+        if launch_rank() > 0:
+            yield
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(LOCK)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -262,7 +267,11 @@ class RunFolder:
     @contextmanager
     def logging_to_log(self) -> Iterator[None]:
         """`setup_logging` for one command: RUN/log.txt is let go when the block ends, so a run
-        folder removed after a failure (or a later command in the same process) keeps no handler."""
+        folder removed after a failure (or a later command in the same process) keeps no handler.
+        Processes of rank > 0 of a torchrun/accelerate launch leave the log to rank 0."""
+        if launch_rank() > 0:
+            yield
+            return
         handler = self.setup_logging()
         try:
             yield

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from distillqa import __version__
 from distillqa.config import TEACHER_SETTINGS, Config
 from distillqa.console import UP_TO_DATE
+from distillqa.runtime import launch_rank
 from distillqa.layout import (
     CHUNKS,
     DATASET_SUMMARY,
@@ -60,6 +61,9 @@ class Stage:
     outputs: tuple[str, ...]
     # Read when present, not required: the export, which evaluate reads with when there is one
     optional_inputs: tuple[str, ...] = ()
+    # Runs in every process of a torchrun/accelerate launch (DDP training); other stages, and all
+    # the run folder's bookkeeping, are rank 0's alone
+    distributed: bool = False
 
     def func(self) -> Callable[[RunFolder, Config], dict]:
         module, _, name = self.target.partition(":")
@@ -91,7 +95,7 @@ STAGES: tuple[Stage, ...] = (
         (DOCUMENTS, CHUNKS, GENERATIONS),
         (QA, TRAIN, VALIDATION, DATASET_SUMMARY),
     ),
-    Stage("train", "distillqa.student.train:run_stage", ("train",), (TRAIN, VALIDATION), (STUDENT,)),
+    Stage("train", "distillqa.student.train:run_stage", ("train",), (TRAIN, VALIDATION), (STUDENT,), distributed=True),
     Stage("export", "distillqa.student.export:run_stage", ("export",), (STUDENT,), (STUDENT_ONNX,)),
     # answer: how answers are chosen (and read: answer.reader_runtime); retrieval.embedder: the
     # sentence encoder of the answer ranker
@@ -152,6 +156,8 @@ class Run(RunFolder):
         if not force and self.is_current(stage, cfg, fp):
             self.log.info("stage %s: up to date, skipped", stage.name)
             return {UP_TO_DATE: True, **rec.get("summary", {})}
+        if launch_rank() > 0:  # rank 0 of the launch records the stage; this process only trains
+            return (stage.func()(self, cfg) or {}) if stage.distributed else {}
         started = time.time()
         manifest["stages"][stage.name] = {
             "status": "running",

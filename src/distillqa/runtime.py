@@ -22,6 +22,17 @@ if TYPE_CHECKING:
     import torch
 
 
+def launch_rank() -> int:
+    """This process's rank when `torchrun` or `accelerate launch` started several (their RANK
+    variable), else 0. Only rank 0 writes the run folder; the others only train (DDP)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def launch_world_size() -> int:
+    """How many processes `torchrun` / `accelerate launch` started (WORLD_SIZE), else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def usable_cores() -> int:
     """Cores this process may run on (the affinity mask where the OS has one, e.g. in containers)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -3,7 +3,8 @@
 Every file is read into memory before anything is written, so one bad file stops the run
 with nothing half-done (or, with `ingest.skip_bad`, is skipped with a warning). Each format
 has its reader (pdf, office, markup, text) returning raw paragraphs per page or section;
-`normalize.assemble` turns them into the document text and its page spans.
+`normalize.assemble` turns them into the document text and its page spans. Many files are read
+by worker processes (`ingest.workers`, `distillqa.pool`): same documents, order and errors.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from distillqa.config import Config, IngestConfig
-from distillqa.console import track
 from distillqa.errors import DistillqaError
 from distillqa.ingest.markup import read_html, read_markdown
 from distillqa.ingest.normalize import Extracted, assemble
@@ -26,6 +26,7 @@ from distillqa.ingest.pdf import read_pdf
 from distillqa.ingest.plaintext import read_txt
 from distillqa.io import write_jsonl
 from distillqa.layout import CONFIG, DOCUMENTS, MANIFEST, RunFolder
+from distillqa.pool import ordered_map
 from distillqa.text import ENDS_WITH_STOP
 
 log = logging.getLogger("distillqa")
@@ -168,24 +169,34 @@ def ingest_files(paths: list[Path], cfg: IngestConfig, quiet: bool = True) -> tu
     documents: list[dict] = []
     seen: dict[str, str] = {}
     skipped = 0
-    for path in track(paths, len(paths), "ingest", quiet):
-        try:
-            doc = ingest_file(path, cfg)
-        except DistillqaError as e:
-            if not cfg.skip_bad:
-                raise
-            log.warning("skipped: %s", e)
-            skipped += 1
-            continue
-        if doc["sha256"] in seen:
-            log.warning("skipped: %s has the same content as %s", path, seen[doc["sha256"]])
-            skipped += 1
-            continue
-        seen[doc["sha256"]] = str(path)
-        documents.append(doc)
+    with ordered_map(
+        _read, paths, setup=cfg.model_copy, workers=cfg.workers, description="ingest", quiet=quiet, setting="ingest.workers"
+    ) as results:
+        for path, doc in zip(paths, results):
+            if isinstance(doc, DistillqaError):
+                if not cfg.skip_bad:
+                    raise doc
+                log.warning("skipped: %s", doc)
+                skipped += 1
+                continue
+            if doc["sha256"] in seen:
+                log.warning("skipped: %s has the same content as %s", path, seen[doc["sha256"]])
+                skipped += 1
+                continue
+            seen[doc["sha256"]] = str(path)
+            documents.append(doc)
     if not documents:
         raise DistillqaError(f"none of the {len(paths)} input files could be read: see the warnings in the log")
     return documents, skipped
+
+
+def _read(cfg: IngestConfig, path: Path) -> dict | DistillqaError:
+    """`ingest_file` with its error returned, not raised: whether a bad file stops the run or is
+    skipped is decided where the results arrive in order, whichever process read it."""
+    try:
+        return ingest_file(path, cfg)
+    except DistillqaError as e:
+        return e
 
 
 def run_stage(run: RunFolder, cfg: Config) -> dict:

@@ -4,20 +4,28 @@ Documents are cut into reader-sized passages (whole sentences, ~`passage_tokens`
 overlap), and each passage is indexed twice: BM25 over lower-cased words without stopwords
 (good at rare terms, names and numbers) and a normalised sentence-transformers embedding (good
 at paraphrases). A query runs both and merges the two rankings by reciprocal rank fusion
-(score = sum of 1 / (rrf_k + rank)), which needs no score calibration between the two.
+(score = sum of 1 / (rrf_k + rank)), which needs no score calibration between the two. Dense
+search is exact below `retrieval.ann_min_passages` passages and goes through a faiss HNSW graph
+above (`distillqa.retrieval.ann`).
 
 Passage sizes are counted with the embedder's own tokenizer, not words: the embedder truncates
 its input (256 word pieces for MiniLM), so counting its tokens guarantees a 200-token passage is
 embedded whole, and with the default student (the same MiniLM vocabulary) the count is exactly
 what the reader sees. English averages ~1.3 word pieces per word, so a word count would overshoot.
 
-On disk (`RUN/index/`): `meta.json` (format, embedder, index-time settings), `passages.jsonl`,
-`documents.json` (titles and page offsets, for citing an answer's page), `embeddings.npy`
-(float32, one normalised row per passage), `bm25/` (bm25s's own files) and `query_encoder/`
-(the embedder exported to ONNX, see `distillqa.retrieval.query_encoder`). Loading reads only the first
-five; the query encoder is loaded on the first query that needs it, because loading a model takes
-longer than loading the whole index. Without `query_encoder/` (export off or failed, or
-onnxruntime missing) questions are embedded with sentence-transformers, ~4x slower.
+The embedder is exported to ONNX before the passages are embedded, and the passages go through
+that export in batches on all cores (the same vectors as sentence-transformers', to 1e-5);
+without it they are embedded by sentence-transformers.
+
+On disk (`RUN/index/`): `meta.json` (format, embedder, dense index kind, index-time settings),
+`passages.jsonl`, `documents.json` (titles and page offsets, for citing an answer's page),
+`embeddings.npy` (float32, one normalised row per passage), `dense.hnsw` (the faiss graph, when
+there is one), `bm25/` (bm25s's own files) and `query_encoder/` (the embedder exported to ONNX,
+see `distillqa.retrieval.query_encoder`). Loading reads all but the last; with a graph,
+`embeddings.npy` is mapped, not read, since the graph holds its own copy of the vectors. The
+query encoder is loaded on the first query that needs it, because loading a model takes longer
+than loading the whole index. Without `query_encoder/` (export off or failed, or onnxruntime
+missing) questions are embedded with sentence-transformers, ~4x slower.
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ from __future__ import annotations
 import functools
 import logging
 import shutil
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -41,10 +50,11 @@ from distillqa.errors import DistillqaError
 from distillqa.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 from distillqa.layout import DOCUMENTS, INDEX, RunFolder
 from distillqa.records import page_at
-from distillqa.retrieval import query_encoder
+from distillqa.retrieval import ann, query_encoder
 from distillqa.text import words
 
 if TYPE_CHECKING:
+    import faiss
     from bm25s import BM25
     from sentence_transformers import SentenceTransformer
 
@@ -60,6 +70,7 @@ EMBEDDINGS = "embeddings.npy"
 BM25_DIR = "bm25"
 QUERY_ENCODER_DIR = "query_encoder"
 BUNDLED_EMBEDDER_NAME = "all-MiniLM-L6-v2 (bundled)"
+EMBED_BATCH = 32  # passages per encoder call and progress step
 
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by whitespace and a capital,
 # digit or opening quote. Abbreviations ("e.g. The") may split a sentence in two, which is
@@ -130,6 +141,21 @@ def bm25_tokens(text: str) -> list[str]:
     stays predictable. bm25s's short list, not `text.STOPWORDS`: "when" or "first" can matter in a search."""
     stop = _stopwords()
     return [t for t in words(text) if t not in stop]
+
+
+def bm25_index(texts: Iterable[str], total: int, quiet: bool = True) -> BM25:
+    """A BM25 index over `bm25_tokens` of each text. Terms become ids as they are read, so each
+    token costs one pointer to a shared int, not a string of its own (~3 GB less at 1M passages)."""
+    import bm25s
+
+    vocab: dict[str, int] = {}
+    ids = [
+        [vocab.setdefault(t, len(vocab)) for t in bm25_tokens(text)]
+        for text in track(texts, total, "index: BM25 terms", quiet)
+    ]
+    bm25 = bm25s.BM25()
+    bm25.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
+    return bm25
 
 
 def index_settings(cfg: RetrievalConfig) -> dict:
@@ -205,6 +231,9 @@ class SentenceTransformerEncoder:
         return vectors.astype(np.float32, copy=False)
 
 
+Encoder = query_encoder.OnnxQueryEncoder | SentenceTransformerEncoder
+
+
 def _export_query_encoder(name: str | None, directory: Path) -> bool:
     """Export the embedder for fast query embedding; on any failure warn and go on without it
     (the index still works, questions are embedded by sentence-transformers)."""
@@ -221,6 +250,22 @@ def _export_query_encoder(name: str | None, directory: Path) -> bool:
     return True
 
 
+def embed_passages(encoder: Encoder, texts: list[str], quiet: bool = True) -> np.ndarray:
+    """Normalised float32 embeddings, one row per text, in batches of similar lengths (longest
+    first, as sentence-transformers orders them), so little of each batch is padding."""
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    vectors: np.ndarray | None = None
+    steps = range(0, len(texts), EMBED_BATCH)
+    for start in track(steps, len(steps), "index: embedding passages", quiet):
+        rows = order[start : start + EMBED_BATCH]
+        part = encoder.encode([texts[i] for i in rows])
+        if vectors is None:
+            vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)
+        vectors[rows] = part
+    assert vectors is not None  # build() refuses an index without passages
+    return vectors
+
+
 # -- the index ------------------------------------------------------------------------------
 
 
@@ -235,18 +280,23 @@ class PassageIndex:
         bm25: BM25,
         cfg: RetrievalConfig,
         directory: Path | None = None,
+        graph: faiss.Index | None = None,
     ):
-        if len(embeddings) != len(passages):
-            raise DistillqaError(
-                f"index is inconsistent: {len(passages)} passages but {len(embeddings)} embeddings: rebuild it with `distillqa index RUN --force`"
-            )
+        counts = {"embeddings": len(embeddings), "graph vectors": len(passages) if graph is None else graph.ntotal}
+        for what, n in counts.items():
+            if n != len(passages):
+                raise DistillqaError(
+                    f"index is inconsistent: {len(passages)} passages but {n} {what}: rebuild it with `distillqa index RUN --force`"
+                )
         self.passages = passages
         self.documents = {d["doc_id"]: d for d in documents}  # doc_id -> title, document, pages
         self.embeddings = embeddings
         self.bm25 = bm25
         self.cfg = cfg
-        self.directory = directory  # where it was loaded from: the exported query encoder lives there
-        self._encoder: query_encoder.OnnxQueryEncoder | SentenceTransformerEncoder | None = None
+        self.graph = graph  # the HNSW graph for dense search; None: exact search
+        self.directory = directory  # where it was loaded or built: the exported query encoder lives there
+        self._workdir: tempfile.TemporaryDirectory | None = None  # built here: holds the export until saved
+        self._encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -256,12 +306,15 @@ class PassageIndex:
     def embedder_name(self) -> str:
         return embedder_display_name(self.cfg.embedder)
 
+    @property
+    def dense_kind(self) -> str:
+        return "exact" if self.graph is None else "hnsw"
+
     # -- building ---------------------------------------------------------------------------
     @classmethod
     def build(cls, documents: list[dict], cfg: RetrievalConfig, quiet: bool = True) -> PassageIndex:
-        """Cut documents into passages, then index them with BM25 and the embedder."""
-        import bm25s
-
+        """Cut documents into passages, then index them with BM25, the embedder (through its ONNX
+        export when there is one) and, when `retrieval.dense_index` asks, an HNSW graph."""
         model = load_embedder(cfg.embedder)
         limit = model.max_seq_length
         if limit and cfg.passage_tokens > limit - 2:
@@ -276,19 +329,18 @@ class PassageIndex:
             passages.extend(make_passages(doc, count, cfg.passage_tokens, cfg.passage_overlap_tokens))
         if not passages:
             raise DistillqaError("no passages to index: the documents contain no text")
-
-        bm25 = bm25s.BM25()
-        bm25.index([bm25_tokens(p.text) for p in passages], show_progress=False)
-
-        step = 256  # passages per progress step; the model sees batches of 32
         texts = [p.text for p in passages]
-        parts = [
-            model.encode(
-                texts[i : i + step], batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
-            for i in track(range(0, len(texts), step), -(-len(texts) // step), "index: embedding passages", quiet)
-        ]
-        embeddings = np.concatenate(parts).astype(np.float32, copy=False)
+        bm25 = bm25_index(texts, len(texts), quiet)
+
+        workdir = tempfile.TemporaryDirectory(prefix="distillqa-index-")
+        export = Path(workdir.name) / QUERY_ENCODER_DIR
+        encoder = (
+            query_encoder.OnnxQueryEncoder(export)
+            if cfg.onnx_query_encoder and _export_query_encoder(cfg.embedder, export)
+            else SentenceTransformerEncoder(cfg.embedder)
+        )
+        embeddings = embed_passages(encoder, texts, quiet)
+        graph = ann.build(embeddings, quiet) if ann.wanted(cfg, len(passages)) else None
         docs = [
             {
                 "doc_id": d["doc_id"],
@@ -298,7 +350,9 @@ class PassageIndex:
             }
             for d in documents
         ]
-        return cls(passages, docs, embeddings, bm25, cfg)
+        index = cls(passages, docs, embeddings, bm25, cfg, Path(workdir.name), graph)
+        index._workdir, index._encoder = workdir, encoder
+        return index
 
     # -- files ------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -308,8 +362,10 @@ class PassageIndex:
             write_jsonl(tmp / PASSAGES, (asdict(p) for p in self.passages))
             write_json(tmp / DOCUMENT_INFO, list(self.documents.values()))
             np.save(tmp / EMBEDDINGS, self.embeddings)
+            if self.graph is not None:
+                ann.save(self.graph, tmp / ann.FILE)
             self.bm25.save(str(tmp / BM25_DIR), show_progress=False)
-            exported = self.cfg.onnx_query_encoder and _export_query_encoder(self.cfg.embedder, tmp / QUERY_ENCODER_DIR)
+            exported = self.cfg.onnx_query_encoder and self._write_query_encoder(tmp / QUERY_ENCODER_DIR)
             write_json(
                 tmp / META,
                 {
@@ -320,9 +376,19 @@ class PassageIndex:
                     "documents": len(self.documents),
                     "token_counts": "embedder tokenizer",
                     "query_encoder": "onnxruntime" if exported else "sentence-transformers",
+                    "dense_index": self.dense_kind,
                     "config": index_settings(self.cfg),
                 },
             )
+
+    def _write_query_encoder(self, target: Path) -> bool:
+        """Copy the ONNX export this index was built or loaded with into `target`; export the
+        embedder when it has none, unless it was built here (the export failed then: once is enough)."""
+        source = self.directory / QUERY_ENCODER_DIR if self.directory else None
+        if source is not None and (source / query_encoder.MODEL_FILE).is_file():
+            shutil.copytree(source, target)
+            return True
+        return self._workdir is None and _export_query_encoder(self.cfg.embedder, target)
 
     @classmethod
     def load(cls, directory: Path) -> PassageIndex:
@@ -344,15 +410,18 @@ class PassageIndex:
             config = RetrievalConfig.model_validate(meta.get("config"))
             passages = [Passage(**rec) for rec in read_jsonl(directory / PASSAGES)]
             documents = read_json(directory / DOCUMENT_INFO)
-            embeddings = np.load(directory / EMBEDDINGS)
+            hnsw = meta.get("dense_index") == "hnsw"
+            # with a graph, exact search is never run: map the vectors, do not read them
+            embeddings = np.load(directory / EMBEDDINGS, mmap_mode="r" if hnsw else None)
+            graph = ann.load(directory / ann.FILE) if hnsw else None
             bm25 = bm25s.BM25.load(str(directory / BM25_DIR), show_progress=False, verbosity=0)
-        except (OSError, ValueError, TypeError, DistillqaError) as e:
+        except (OSError, ValueError, TypeError, RuntimeError, DistillqaError) as e:
             raise DistillqaError(f"{directory}: cannot read the index ({str(e).splitlines()[0]}): {rebuild}") from None
-        return cls(passages, documents, embeddings, bm25, config, directory)
+        return cls(passages, documents, embeddings, bm25, config, directory, graph)
 
     # -- searching --------------------------------------------------------------------------
     @property
-    def query_encoder(self) -> query_encoder.OnnxQueryEncoder | SentenceTransformerEncoder:
+    def query_encoder(self) -> Encoder:
         """The exported ONNX encoder when the index has one and onnxruntime is installed, else
         sentence-transformers; loaded on first use."""
         with self._encoder_lock:
@@ -376,9 +445,13 @@ class PassageIndex:
         scores = self.bm25.get_scores_from_ids(ids)
         return [int(i) for i in _top(scores, depth) if scores[i] > 0]
 
-    def dense_ranking(self, query_vector: np.ndarray, depth: int) -> list[int]:
-        """Passage numbers by cosine similarity (a dot product: both sides are normalised)."""
-        return [int(i) for i in _top(self.embeddings @ query_vector, depth)]
+    def dense_ranking(self, query_vector: np.ndarray, depth: int, ef_search: int | None = None) -> list[int]:
+        """Passage numbers by cosine similarity (a dot product: both sides are normalised): over
+        every embedding, or through the HNSW graph `ef_search` wide (None: the config.py default)."""
+        if self.graph is None:
+            return [int(i) for i in _top(self.embeddings @ query_vector, depth)]
+        ef_search = RetrievalConfig.model_fields["hnsw_ef_search"].default if ef_search is None else ef_search
+        return [int(i) for i in ann.search(self.graph, query_vector, depth, ef_search)]
 
     def search(
         self,
@@ -388,11 +461,12 @@ class PassageIndex:
         *,
         candidates: int | None = None,
         rrf_k: int | None = None,
+        ef_search: int | None = None,
     ) -> list[Hit]:
         """The k best passages for `query` by fused BM25 and dense rank. Pass `query_vector` when
-        the query is already embedded (batch jobs, benchmarks). `candidates` and `rrf_k` are
-        query-time settings (retrieval.*; None: their config.py defaults), so the caller's
-        config applies, not the one the index was built with."""
+        the query is already embedded (batch jobs, benchmarks). `candidates`, `rrf_k` and
+        `ef_search` are query-time settings (retrieval.*; None: their config.py defaults), so the
+        caller's config applies, not the one the index was built with."""
         if not query.strip() or k < 1:
             return []
         defaults = RetrievalConfig.model_fields
@@ -400,7 +474,7 @@ class PassageIndex:
         rrf_k = defaults["rrf_k"].default if rrf_k is None else rrf_k
         depth = max(k, candidates)
         bm25 = self.bm25_ranking(query, depth)
-        dense = self.dense_ranking(self.embed_query(query) if query_vector is None else query_vector, depth)
+        dense = self.dense_ranking(self.embed_query(query) if query_vector is None else query_vector, depth, ef_search)
         bm25_rank = {p: r for r, p in enumerate(bm25, start=1)}
         dense_rank = {p: r for r, p in enumerate(dense, start=1)}
         return [
@@ -427,4 +501,5 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
         "passages": len(index),
         "embedder": index.embedder_name,
         "dim": int(index.embeddings.shape[1]),
+        "dense_index": index.dense_kind,
     }

@@ -5,8 +5,9 @@ per-operator overhead; onnxruntime's fused kernels take ~3.5 ms, which is what k
 over 100k passages under 20 ms (docs/benchmarks.md). The index stage exports the whole
 sentence-transformers model (transformer, pooling, normalisation) once, with torch's ONNX
 exporter, into `RUN/index/query_encoder/` next to its tokenizer; `ask` and `serve` then embed
-questions without torch or sentence-transformers. Passages are still embedded by
-sentence-transformers at index time; the exported graph gives the same vectors (tested to 1e-5).
+questions without torch or sentence-transformers. The index stage exports first and embeds the
+passages through the export too, in batches on all cores (~1.5x faster than torch on 2 cores);
+the exported graph gives the same vectors as sentence-transformers (tested to 1e-5).
 """
 
 from __future__ import annotations

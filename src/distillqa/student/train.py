@@ -17,6 +17,11 @@ last epoch is kept.
 
 Checkpoints go to `RUN/.student.work/`, the result is assembled in `RUN/.student.tmp/` and
 renamed into place, so a crash never leaves a half-written `student/`.
+
+Launched by `torchrun --nproc_per_node N` or `accelerate launch` (`distillqa train RUN`), the
+Trainer trains with DDP: `train.batch_size` stays the global batch (each process takes its
+share), every process scores the validation set itself (so all agree on the best epoch), and
+only rank 0 writes checkpoints and `student/`; the others wait for it before they exit.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from distillqa.errors import DistillqaError
 from distillqa.io import atomic_dir
 from distillqa.layout import STUDENT, TRAIN, VALIDATION, RunFolder
 from distillqa.models import cuda_precision
+from distillqa.runtime import launch_world_size
 from distillqa.student.evaluate import predict
 from distillqa.student.features import prepare_eval_features, prepare_train_features
 from distillqa.student.metrics import score_examples
@@ -163,7 +169,7 @@ def _training_args(cfg: TrainConfig, work: Path, precision: str, scored: bool, q
         output_dir=str(work),
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=per_process_batch(cfg.batch_size),
         per_device_eval_batch_size=cfg.eval_batch_size,
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of all steps in transformers 5
@@ -180,9 +186,20 @@ def _training_args(cfg: TrainConfig, work: Path, precision: str, scored: bool, q
         fp16=precision == "fp16",
         seed=cfg.seed,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # so a torchrun launch without GPUs is DDP over gloo
+        ddp_find_unused_parameters=False,  # every parameter is used: no extra graph walk per step
         disable_tqdm=quiet or not sys.stderr.isatty(),  # no bar spam in logs and pipes
         report_to="none",
     )
+
+
+def per_process_batch(batch_size: int) -> int:
+    """Each process's share of the global `train.batch_size`, so N processes take the same steps
+    as one and their scores stay comparable."""
+    world = launch_world_size()
+    if batch_size % world:
+        log.warning("train: batch_size %d is not a multiple of %d processes: each takes %d", batch_size, world, max(1, batch_size // world))
+    return max(1, batch_size // world)
 
 
 def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg: TrainConfig, quiet: bool = False) -> dict:
@@ -221,24 +238,30 @@ def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg:
     else:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_EvalOnlyProgress)
-    shutil.rmtree(work, ignore_errors=True)
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(work, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()  # no process starts before the old checkpoints are gone
     log.info("train: %d questions (%d windows), %s epochs, %s on %s", stats["train_questions"], stats["train_windows"], cfg.epochs, precision, args.device)
     try:
-        with atomic_dir(output_dir) as tmp:
-            with quiet_transformers():  # the Trainer's own bar stays; checkpoint-writing bars go
-                started = time.time()
-                trainer.train()
-                seconds = time.time() - started
+        with quiet_transformers():  # the Trainer's own bar stays; checkpoint-writing bars go
+            started = time.time()
+            trainer.train()
+            seconds = time.time() - started
+        training_log = _training_log(trainer.state.log_history, base_model, precision, seconds)
+        parameters = sum(p.numel() for p in trainer.model.parameters())
+        if main:
+            with atomic_dir(output_dir) as tmp, quiet_transformers():
                 trainer.model.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
-            training_log = _training_log(trainer.state.log_history, base_model, precision, seconds)
-            parameters = sum(p.numel() for p in trainer.model.parameters())
-            # plain writes: the whole folder is renamed into place only once complete
-            (tmp / "training_log.json").write_text(json.dumps(training_log, indent=2), encoding="utf-8")
-            save_window(tmp, cfg.max_length, cfg.doc_stride)
-            (tmp / "README.md").write_text(_model_card(base_model, stats, cfg, training_log, parameters), encoding="utf-8")
+                # plain writes: the whole folder is renamed into place only once complete
+                (tmp / "training_log.json").write_text(json.dumps(training_log, indent=2), encoding="utf-8")
+                save_window(tmp, cfg.max_length, cfg.doc_stride)
+                (tmp / "README.md").write_text(_model_card(base_model, stats, cfg, training_log, parameters), encoding="utf-8")
+        trainer.accelerator.wait_for_everyone()  # the others exit once student/ is in place
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if main:
+            shutil.rmtree(work, ignore_errors=True)
     return {
         "train_questions": stats["train_questions"],
         "train_windows": stats["train_windows"],
