@@ -44,12 +44,14 @@ from distillqa.retrieval.index import Passage, PassageIndex, bm25_index
 WORDS_PER_PASSAGE = 150  # ~200 MiniLM tokens
 VOCABULARY = 30_000
 DIM = 384
-CLUSTER_SIZE = 100  # passages per centre, about a section of one document
-# Noise norm relative to the centre's (a member's cosine with its centre ~0.4): at 2.2, an HNSW
-# graph over 71k such vectors finds the exact top 10 as often as over 71k MiniLM embeddings of real
-# text searched with real questions (0.966 vs 0.965 at ef_search 100; docs/benchmarks.md). Recall
-# falls steeply past it: 0.83 at 2.5, 0.53 at 3.0.
-CLUSTER_NOISE = 2.2
+# `clustered`: a fixed distribution, so that more passages make it denser, as more text does: 1,000
+# topic centres, each with its own random 64-d subspace in which its passages vary (embeddings of
+# text vary locally in few dimensions), by noise of norm 3 (a passage's cosine with its centre
+# ~0.3). Over 70k such vectors an HNSW graph finds as much of the exact top 10 as over 70k MiniLM
+# embeddings of real text (0.972 vs 0.968-0.986 at ef_search 128; docs/benchmarks.md).
+TOPICS = 1_000
+SUBSPACE = 64
+CLUSTER_NOISE = 3.0
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -89,16 +91,26 @@ def sphere(n: int, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-def embeddings(kind: str, n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
-    """n normalised float32 vectors: `random` on the sphere; `clustered` each a random centre plus
-    Gaussian noise of norm CLUSTER_NOISE, normalised."""
+def topics(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The `clustered` distribution: TOPICS centres on the sphere and, for each, SUBSPACE random
+    directions (near-orthonormal: random vectors in 384-d barely overlap)."""
+    bases = rng.standard_normal((TOPICS, SUBSPACE, DIM), dtype=np.float32) / np.float32(np.sqrt(DIM))
+    return sphere(TOPICS, rng), bases
+
+
+def embeddings(kind: str, n: int, rng: np.random.Generator, distribution: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """n normalised float32 vectors: `random` on the sphere; `clustered` drawn from `distribution`
+    (see `topics`), in random order."""
     if kind == "random":
         return sphere(n, rng)
+    centres, bases = distribution
     x = np.empty((n, DIM), dtype=np.float32)
-    for s in range(0, n, 100_000):  # the noise a block at a time
-        m = min(100_000, n - s)
-        x[s : s + m] = centres[rng.integers(0, len(centres), m)]
-        x[s : s + m] += rng.standard_normal((m, DIM), dtype=np.float32) * np.float32(CLUSTER_NOISE / np.sqrt(DIM))
+    rows = rng.permutation(n)
+    start = 0
+    for topic, m in enumerate(np.bincount(rng.integers(0, TOPICS, n), minlength=TOPICS)):
+        noise = rng.standard_normal((m, SUBSPACE), dtype=np.float32) @ bases[topic]
+        x[rows[start : start + m]] = centres[topic] + noise * np.float32(CLUSTER_NOISE / np.sqrt(SUBSPACE))
+        start += m
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
 
@@ -225,25 +237,27 @@ def main(argv: list[str] | None = None) -> int:
         bm25 = bm25_index((p.text for p in passages), len(passages))
     documents = [{"doc_id": d, "title": d, "document": f"{d}.pdf", "pages": []} for d in sorted({p.doc_id for p in passages})]
     questions = [" ".join(vocab[w] for w in rng.choice(VOCABULARY, size=rng.integers(3, 8), p=probs)) for _ in range(args.queries)]
-    centres = sphere(max(1, args.passages // CLUSTER_SIZE), rng)  # held-out queries share the passages' centres
+    distribution = topics(rng)  # held-out queries come from the passages' distribution
 
     for kind in args.vectors:
         print(f"{kind} vectors:", flush=True)
         out: dict = results.setdefault(kind, {})
         with measured("vectors", out):
-            vectors = embeddings(kind, args.passages, rng, centres)
+            vectors = embeddings(kind, args.passages, rng, distribution)
         graph = None
         if ann.wanted(cfg, len(passages)):
             with measured("hnsw_build", out):
                 graph = ann.build(vectors)
         index = PassageIndex(passages, documents, vectors, bm25, cfg, graph=graph)
         out["dense_index"] = index.dense_kind
-        dense_search(index, embeddings(kind, args.queries, rng, centres), args.ef, out)
+        dense_search(index, embeddings(kind, args.queries, rng, distribution), args.ef, out)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "index"
             with measured("save", out):  # includes the ONNX export
                 index.save(folder)
-            out["disk_mb"] = {f.name: round(f.stat().st_size / 1e6) for f in folder.iterdir() if f.is_file()}
+            out["disk_mb"] = {
+                f.name: round(sum(g.stat().st_size for g in [f, *f.rglob("*")] if g.is_file()) / 1e6) for f in folder.iterdir()
+            }
             del index, vectors, graph  # the fresh process loads its own copy
             with multiprocessing.get_context("spawn").Pool(1) as pool:
                 served = pool.apply(serve_latency, (str(folder), questions, 10))
