@@ -6,11 +6,11 @@
 
 Passages are random sentences over a Zipf-distributed pseudo-word vocabulary, so BM25 has
 realistic posting lists; BM25 is built by the index stage's own `bm25_index`. Their embeddings are
-synthetic: MiniLM embeds ~500 passages a minute on 2 cores, so 1M would take more than a day. Two
-kinds, each timed and scored:
-- `clustered`: points around centres, the noise chosen so that an HNSW graph finds the same share
-  of the exact top 10 as on real MiniLM embeddings of real text (docs/benchmarks.md). The
-  representative case.
+synthetic: MiniLM embeds 10-20 passages a second on 2 shared cores, so 1M would take most of a
+day. Two kinds, each timed and scored:
+- `clustered`: passages around 1,000 topics (see TOPICS), a stand-in chosen so that an HNSW graph
+  finds as much of the exact top 10 as on real MiniLM embeddings of real text at 70k
+  (docs/benchmarks.md, benchmarks/results/retrieval_calibration.txt). The representative case.
 - `random`: uniform on the sphere. They have no neighbourhoods (every vector is about as far from
   all others), the worst case for any approximate index; exact search costs the same.
 Recall@10 is over held-out vectors of the same kind against exact search (faiss.knn). The index
