@@ -307,15 +307,16 @@ class RetrievalConfig(_Section):
         True, description="Export the embedder to ONNX at index time; questions are then embedded ~4x faster."
     )
     # Measured (docs/benchmarks.md): exact search costs ~0.08 ms per 1,000 passages on 2 cores, twice
-    # the question's embedding at 100k; the graph answers in a few ms at 1M, finds ~97% of the exact
-    # top 10 on real embeddings, and takes far less time to build than embedding the passages.
+    # the question's embedding at 100k (85 ms at 1M); the graph answers in ~2 ms at 1M, finds 97-99%
+    # of the exact top 10 on real embeddings at 70k, and builds far faster than the passages embed.
     dense_index: Literal["auto", "exact", "hnsw"] = Field(
         "auto",
         description="Dense search: 'exact' = every embedding (numpy); 'hnsw' = a faiss HNSW graph (approximate, a few ms at 1M passages); 'auto' = hnsw from ann_min_passages on.",
     )
     ann_min_passages: int = Field(100_000, ge=1, description="With dense_index 'auto': the passage count from which an HNSW graph is built.")
+    # Measured at 1M (docs/benchmarks.md): 128 finds 95.0% of the exact top 10 in 1.3 ms, 256 98.1% in 1.9 ms.
     hnsw_ef_search: int = Field(
-        128,
+        256,
         ge=1,
         description="HNSW search breadth (at least the ranking's depth): higher = better recall, slower (query time).",
         json_schema_extra=NOT_HASHED,
