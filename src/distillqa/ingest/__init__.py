@@ -82,7 +82,7 @@ def expand_paths(args: list[str], run_folder: Path | None = None) -> list[Path]:
             if not matches:
                 raise DistillqaError(f"{arg}: the pattern matches no files")
             files = [f for m in matches for f in (_documents_in(m, own) if m.is_dir() else [m]) if _supported(f)]
-            files = [f for f in files if not _in_run_folder(f.resolve(), own)]
+            files = [f for f in files if _run_folder_of(f.resolve(), own) is None]
             if not files:
                 raise DistillqaError(f"{arg}: the pattern matches no {_SUPPORTED} files")
         else:
@@ -100,9 +100,9 @@ def _is_run_folder(folder: Path) -> bool:
     return (folder / MANIFEST).is_file() and (folder / CONFIG).is_file()
 
 
-def _in_run_folder(path: Path, own: Path | None) -> bool:
-    """Inside this run's folder, or inside any folder that is a run folder."""
-    return (own is not None and path.is_relative_to(own)) or any(_is_run_folder(p) for p in path.parents)
+def _run_folder_of(path: Path, own: Path | None) -> Path | None:
+    """The outermost folder holding `path` that is this run's (`own`) or any run folder, else None."""
+    return next((q for q in reversed(path.parents) if q == own or _is_run_folder(q)), None)
 
 
 def _documents_in(folder: Path, own: Path | None = None) -> list[Path]:
@@ -111,9 +111,9 @@ def _documents_in(folder: Path, own: Path | None = None) -> list[Path]:
     for p in sorted(folder.rglob("*")):
         if not _supported(p) or any(part.startswith(".") for part in p.relative_to(folder).parts):
             continue
-        parents = [q for q in p.resolve().parents if (own is not None and q == own) or _is_run_folder(q)]
-        if parents:
-            left_out.add(parents[-1])
+        run = _run_folder_of(p.resolve(), own)
+        if run is not None:
+            left_out.add(run)
             continue
         found.append(p)
     for run in sorted(left_out):
