@@ -112,7 +112,8 @@ def test_asker_reads_retrieval_settings_from_config_yaml(small_run: Path, tmp_pa
         (run / name).symlink_to(small_run / name)
     meta = (run / "index" / "meta.json").read_bytes()
     RunFolder(run).config(overrides=["retrieval.top_k=2", "retrieval.passages_per_answer=1",
-                                     "retrieval.candidates=3", "retrieval.rrf_k=7"])
+                                     "retrieval.candidates=3", "retrieval.rrf_k=7",
+                                     "retrieval.hnsw_ef_search=64"])
     asker = Asker(run)
     searches = []
     real = asker.index.search
@@ -120,7 +121,7 @@ def test_asker_reads_retrieval_settings_from_config_yaml(small_run: Path, tmp_pa
         asker.index, "search", lambda q, k, query_vector, **kw: searches.append((k, kw)) or real(q, k, query_vector, **kw)
     )
     assert len(asker.ask("Who built the harbour light?", top_k=1)) == 1
-    assert searches == [(2, {"candidates": 3, "rrf_k": 7})]  # max(top_k=2, 1 × 1) passages
+    assert searches == [(2, {"candidates": 3, "rrf_k": 7, "ef_search": 64})]  # max(top_k=2, 1 × 1) passages
     assert (run / "index" / "meta.json").read_bytes() == meta
     # without config.yaml (tiny test runs): the defaults, and nothing is written
     assert Asker(small_run).retrieval == RetrievalConfig() and not (small_run / "config.yaml").exists()

@@ -181,7 +181,7 @@ class Asker:
         with self._lock:
             vectors = self.embed(questions)
             hits = [
-                self.index.search(q, max(cfg.top_k, cfg.passages_per_answer * k), query_vector=v, candidates=cfg.candidates, rrf_k=cfg.rrf_k)
+                self.index.search(q, max(cfg.top_k, cfg.passages_per_answer * k), query_vector=v, candidates=cfg.candidates, rrf_k=cfg.rrf_k, ef_search=cfg.hnsw_ef_search)
                 for q, k, v in zip(questions, top_k, vectors)
             ]
             pairs = [(q, h.passage.text) for q, found in zip(questions, hits) for h in found]
