@@ -32,7 +32,7 @@ def tiny_bert(path: Path, qa_head: bool = True, seed: int = 0, initializer_range
     return path
 
 
-KEYS = {"answer", "score", "document", "page", "passage", "start", "end"}
+KEYS = {"answer", "score", "confidence", "document", "page", "passage", "start", "end"}
 
 HARBOUR = (
     "The harbour light of Port Elwin was built in 1854 by the engineer Margaret Hale. It stands on a granite "

@@ -5,7 +5,9 @@ MiniLM tokenizer), so its answers are arbitrary spans: the tests check structure
 citations and ranking, not answer quality. The run is conftest's session-wide `small_run`.
 """
 
+import csv
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from distillqa.app.ask import Asker, ask_command, rank_answers, read_context
 from distillqa.cli import app
 from distillqa.config import AnswerConfig, RetrievalConfig
 from distillqa.errors import DistillqaError
+from distillqa.records import confidence_words
 from distillqa.retrieval.index import Hit, Passage
 from distillqa.student.ranking import AnswerRanker
 from tests.helpers import HARBOUR, ORCHARD, check_answers, tiny_bert
@@ -166,7 +169,9 @@ def test_cli_json_has_exactly_the_documented_shape(small_run: Path):
     result = _cli(str(small_run), "Who built the harbour light?", "--top-k", "2", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert list(data) == ["answers"]
+    assert list(data) == ["found", "not_found_below", "answers"]
+    assert data["not_found_below"] == AnswerConfig().not_found_below
+    assert data["found"] == (data["answers"][0]["confidence"] >= data["not_found_below"])
     check_answers(data["answers"], 2, {"harbour.txt": HARBOUR, "orchard.md": ORCHARD})
 
 
@@ -192,7 +197,90 @@ def test_cli_terminal_output_cites_and_highlights(small_run: Path, asker: Asker)
     best = asker.ask("Who built the harbour light?", top_k=1)[0]
     assert best["answer"] in result.stdout
     assert f"{best['document']}, page {best['page']}" in result.stdout
-    assert f"score {best['score']:.3f}" in result.stdout
+    assert f"({best['confidence']:.0%})" in result.stdout
+
+
+@pytest.mark.parametrize(("threshold", "found"), [(0.0, True), (1.0, False)])
+def test_not_found_below_the_threshold_shows_guesses(small_run: Path, tmp_path: Path, threshold: float, found: bool):
+    """`answer.not_found_below` from the run's config.yaml: below it the answers are guesses."""
+    from distillqa.layout import RunFolder
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    RunFolder(run).config(overrides=[f"answer.not_found_below={threshold}"])
+    data = json.loads(_cli(str(run), "Who built the harbour light?", "--json").stdout)
+    assert data["found"] is found and data["not_found_below"] == threshold and data["answers"]
+    text = _cli(str(run), "Who built the harbour light?").stdout
+    assert ("do not seem to answer this question" in text) is not found
+    assert data["answers"][0]["answer"] in text  # shown either way: as the answer or as a guess
+    words = "unlikely" if not found else ("likely right" if data["answers"][0]["confidence"] >= 0.7 else "may be right")
+    assert words in text
+
+
+def test_confidence_words():
+    assert confidence_words(0.9, 0.5) == ("likely right", "green")
+    assert confidence_words(0.6, 0.5) == ("may be right", "yellow")
+    assert confidence_words(0.4, 0.5) == ("unlikely", "red")
+    assert confidence_words(0.8, 0.85)[0] == "unlikely"  # the threshold wins over the words
+
+
+# -- many questions from a file ---------------------------------------------------------------
+
+
+def test_batch_questions_text_to_jsonl_and_csv(small_run: Path, asker: Asker, tmp_path: Path):
+    questions = tmp_path / "questions.txt"
+    questions.write_text("Who built the harbour light?\n\n  What grows in the orchard?\n", encoding="utf-8")
+    out = tmp_path / "answers.jsonl"
+    result = _cli(str(small_run), "--questions", str(questions), "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert "2 questions answered" in result.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["id"], r["question"]) for r in rows] == [("1", "Who built the harbour light?"), ("3", "What grows in the orchard?")]
+    for r in rows:
+        check_answers(r["answers"], 1, {"harbour.txt": HARBOUR, "orchard.md": ORCHARD})  # --top-k defaults to 1
+        assert r["answers"] == asker.ask(r["question"], top_k=1) and set(r) == {"id", "question", "found", "not_found_below", "answers"}
+
+    table = tmp_path / "answers.csv"
+    result = _cli(str(small_run), "--questions", str(questions), "--output", str(table), "--top-k", "2")
+    assert result.exit_code == 0, result.output
+    with open(table, newline="", encoding="utf-8") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [(r["id"], r["rank"]) for r in csv_rows] == [("1", "1"), ("1", "2"), ("3", "1"), ("3", "2")]
+    first = asker.ask("Who built the harbour light?", top_k=2)[0]
+    assert csv_rows[0]["answer"] == first["answer"] and float(csv_rows[0]["confidence"]) == first["confidence"]
+    assert csv_rows[0]["document"] == first["document"] and csv_rows[0]["page"] == str(first["page"])
+
+
+def test_batch_questions_jsonl_with_ids_to_stdout(small_run: Path, tmp_path: Path):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"id": "a7", "question": "Who was the last keeper?"}\n{"question": "Who planted the trees?"}\n')
+    result = _cli(str(small_run), "--questions", str(questions))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ["a7", "2"] and all(len(r["answers"]) == 1 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("lines", "args", "message"),
+    [
+        ("Who?\n", ["Who?"], "give no QUESTION"),
+        ("Who?\n", ["--output", "{tmp}/out.txt"], "must be a file ending in .jsonl or .csv"),
+        ("\n \n", [], "no questions in the file"),
+        ('{"question": 3}\n', [], 'line 1 needs a non-empty "question"'),
+        ('{"question": "ok"}\n{broken\n', [], "line 2 is not JSON"),
+    ],
+)
+def test_batch_questions_errors_are_one_line(small_run: Path, tmp_path: Path, lines: str, args: list[str], message: str):
+    questions = tmp_path / ("q.jsonl" if lines.startswith("{") else "q.txt")
+    questions.write_text(lines)
+    result = _cli(str(small_run), "--questions", str(questions), *(a.format(tmp=tmp_path) for a in args))
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.txt").exists()
+
+
+def test_ask_needs_a_question_and_output_needs_questions(small_run: Path, tmp_path: Path):
+    assert "give a QUESTION, or --questions FILE" in _cli(str(small_run)).stderr
+    assert "--output writes the answers of --questions" in _cli(str(small_run), "Who?", "--output", str(tmp_path / "a.csv")).stderr
 
 
 @pytest.mark.parametrize(

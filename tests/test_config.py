@@ -119,6 +119,9 @@ UNHASHED_CHANGES = [
     "retrieval.hnsw_ef_search=16",
     "ingest.workers=2",
     "chunk.workers=2",
+    "feedback.max_bytes=5000",
+    "answer.not_found_below=0.4",
+    "answer.people_correction=null",
 ]
 
 

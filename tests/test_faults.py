@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -290,3 +291,43 @@ def test_an_interrupted_retrain_keeps_the_old_model(run: tuple[Path, list[str]],
     # the stage itself is not done, and the stages after it say so
     assert stage_record(run_dir, "train")["status"] == "failed"
     assert "unfinished `train` stage" in one_error_line(cli("evaluate", str(run_dir), "--force"))
+
+
+APPENDER = """
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from distillqa.student.feedback import Feedback, append_feedback
+
+passage = "The harbour light was built in 1854 by Margaret Hale. " * 400  # ~20 kB lines: long writes to kill
+record = Feedback(question="Who built it?", passage=passage, answer="1854", start=31, end=35, verdict="right",
+                  document="harbour.txt", page=1, time=datetime.now(timezone.utc))
+while True:
+    append_feedback(Path(sys.argv[1]), record, 10**9)
+"""
+
+
+def test_feedback_survives_a_kill_mid_append(tmp_path: Path) -> None:
+    """A process appending feedback as fast as it can (as the server does, line by line with
+    fsync) is SIGKILLed: every complete line is a record, at most the last line is torn and
+    skipped, and the next append cuts that line off and leaves whole lines only."""
+    from distillqa.student.feedback import append_feedback, read_feedback
+
+    path = tmp_path / "feedback.jsonl"
+    process = subprocess.Popen([sys.executable, "-c", APPENDER, str(path)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while not path.exists() or path.stat().st_size < 200_000:
+            assert process.poll() is None and time.monotonic() < deadline, "the appender did not get going"
+            time.sleep(0.01)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    data = path.read_bytes()
+    records, damaged = read_feedback(path)
+    assert len(records) == data.count(b"\n") >= 10 and damaged == (0 if data.endswith(b"\n") else 1)
+    append_feedback(path, records[0], 10**9)
+    after, damaged = read_feedback(path)
+    assert after == [*records, records[0]] and damaged == 0
+    assert path.read_bytes() == data[: data.rfind(b"\n") + 1] + data[: data.index(b"\n") + 1]

@@ -160,3 +160,33 @@ def test_no_misses_is_said_plainly(tmp_path):
     run = fixture_run(tmp_path / "run", predictions={"right": PREDICTIONS["right"], "partial": PREDICTIONS["partial"]})
     md = render_markdown(collect(run), curve=False)
     assert "answered every validation question at least in part" in md
+
+
+def _calibration(method: str = "platt") -> dict:
+    way = {
+        "questions": 40, "right": 12, "ece": 0.061, "ece_raw_score": 0.31,
+        "calibrator": {"method": method, "a": 1.2, "b": 0.3, "questions": 40, "right": 12, "note": "Platt scaling on 40 validation questions"},
+        "reliability": [{"low": 0.1, "high": 0.2, "n": 30, "confidence": 0.15, "accuracy": 0.2},
+                        {"low": 0.7, "high": 0.8, "n": 10, "confidence": 0.74, "accuracy": 0.6}],
+        "questions_scored": [{"id": "q1", "answer": "x", "score": 0.1, "confidence": 0.15, "right": False}],
+    }
+    return {"right": "SQuAD F1 >= 0.5 against a gold answer", "student_sha256": None, "open": way, "context": way}
+
+
+def test_report_shows_the_calibration_and_its_reliability_diagram(tmp_path):
+    run = fixture_run(tmp_path / "run")
+    write_json(run.path("calibration.json"), _calibration())
+    run_stage(run, Config())
+    written = json.loads(run.path("report.json").read_text())
+    assert written["calibration"]["open"]["ece"] == 0.061 and "questions_scored" not in written["calibration"]["open"]
+    assert written["reliability_diagram"] == "reliability.png" and run.path("reliability.png").read_bytes().startswith(b"\x89PNG")
+    md = run.path("report.md").read_text()
+    section = md.split("## Confidence", 1)[1].split("\n## ", 1)[0]
+    assert "| question alone (ask, serve) | 40 | 12 | 0.061 | 0.310 | Platt scaling on 40 validation questions |" in section
+    assert "| 0.7-0.8 | 10 | 60% | 10 | 60% |" in section and "![reliability diagram](reliability.png)" in section
+
+
+def test_a_run_without_calibration_has_no_confidence_section(tmp_path):
+    run = fixture_run(tmp_path / "run")
+    run_stage(run, Config())
+    assert "## Confidence" not in run.path("report.md").read_text() and not run.path("reliability.png").exists()

@@ -5,11 +5,14 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import re
+import shutil
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,12 +26,16 @@ from distillqa.app.serve import (
     ASSETS,
     DOCS_ASSETS,
     MAX_BODY_BYTES,
+    MAX_FEEDBACK_BODY_BYTES,
     BodySizeLimit,
     bind,
     create_app,
+    load_asker,
 )
-from distillqa.config import ServeConfig
+from distillqa.config import FeedbackConfig, ServeConfig
 from distillqa.errors import DistillqaError
+from distillqa.layout import FEEDBACK
+from distillqa.student.feedback import read_feedback
 from tests.helpers import HARBOUR, ORCHARD, check_answers, running
 
 DOCUMENTS = {"harbour.txt": HARBOUR, "orchard.md": ORCHARD}
@@ -54,7 +61,8 @@ def test_ask_returns_the_cli_json_shape(client: TestClient):
     response = client.post("/ask", json={"question": "Who built the harbour light?", "top_k": 2})
     assert response.status_code == 200
     body = response.json()
-    assert list(body) == ["answers"]
+    assert list(body) == ["found", "not_found_below", "answers"]
+    assert body["found"] == (body["answers"][0]["confidence"] >= body["not_found_below"])
     check_answers(body["answers"], 2, DOCUMENTS)
     default = client.post("/ask", json={"question": "Who built the harbour light?"}).json()["answers"]
     assert 1 <= len(default) <= 3  # top_k defaults to 3
@@ -207,6 +215,7 @@ class BlockedAsker:
 
         self.real = Asker(small_run)
         self.index, self.reader, self.model_name = self.real.index, self.real.reader, self.real.model_name
+        self.not_found_below = self.real.not_found_below
         self.gate, self.entered = threading.Event(), threading.Event()
 
     def ask_many(self, questions, top_k):
@@ -265,7 +274,9 @@ def test_serve_binds_loopback_by_default(monkeypatch, tmp_path: Path):
         return bind("127.0.0.1", 0)  # a test must not take port 8000
 
     monkeypatch.setattr(distillqa.app.serve, "bind", fake_bind)
-    monkeypatch.setattr(distillqa.app.serve, "load_asker", lambda small_run: SimpleNamespace(ask_many=None, run=small_run))
+    monkeypatch.setattr(
+        distillqa.app.serve, "load_asker", lambda small_run: SimpleNamespace(ask_many=None, run=small_run, index=SimpleNamespace(passages=[]))
+    )
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.append((self.config.app, sockets)))
     result = CliRunner().invoke(app, ["serve", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -459,3 +470,156 @@ def test_health_answers_at_once_behind_200_questions(small_run: Path):
 
     with running(create_app(small_run, asker=asker)) as url:
         assert asyncio.run(load(url)) == [200] * questions
+
+
+# -- POST /feedback ----------------------------------------------------------------------------
+
+QUESTION = "Who built the harbour light?"
+
+
+@pytest.fixture(scope="module")
+def served_run(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """small_run's files, hard-linked (nothing in them may change: the tests check it), in a
+    folder of its own for the feedback tests' server to write feedback.jsonl in."""
+    return Path(shutil.copytree(small_run, tmp_path_factory.mktemp("feedback") / "run", copy_function=os.link))
+
+
+@pytest.fixture(scope="module")
+def served_asker(served_run: Path):
+    return load_asker(served_run)
+
+
+@pytest.fixture
+def feedback_client(served_run: Path, served_asker):
+    """A server on `served_run` with no feedback yet."""
+    (served_run / FEEDBACK).unlink(missing_ok=True)
+    with TestClient(create_app(served_run, asker=served_asker), base_url=LOCAL) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shown(served_asker) -> dict:
+    """A judgement of an answer as /ask shows it: "1854", in the index's passage that says who
+    built the light ("Margaret Hale")."""
+    passage = next(p.text for p in served_asker.index.passages if "Margaret Hale" in p.text)
+    start = passage.index("1854")
+    return {"question": QUESTION, "passage": passage, "answer": "1854", "start": start, "end": start + 4, "verdict": "right"}
+
+
+def corrected(shown: dict, text: str = "Margaret Hale") -> dict:
+    start = shown["passage"].index(text)
+    return {**shown, "verdict": "wrong", "correct_start": start, "correct_end": start + len(text)}
+
+
+def files_in(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_feedback_is_one_line_of_feedback_jsonl_and_nothing_else_is_written(feedback_client: TestClient, served_run: Path, shown: dict):
+    before = files_in(served_run)
+    asked = feedback_client.post("/ask", json={"question": QUESTION, "top_k": 1}).json()["answers"][0]
+    as_asked = {k: asked[k] for k in ("passage", "answer", "start", "end")}
+    bodies = [
+        {"question": QUESTION, **as_asked, "verdict": "right"},  # an answer exactly as /ask gave it
+        corrected(shown),
+        {**shown, "verdict": "wrong", "not_in_passages": True},
+    ]
+    responses = [feedback_client.post("/feedback", json=body) for body in bodies]
+    assert [r.status_code for r in responses] == [201, 201, 201]
+    assert [r.json()["gold"] for r in responses] == [asked["answer"], "Margaret Hale", None]
+    records, damaged = read_feedback(served_run / FEEDBACK)
+    assert damaged == 0 and [r.record_id for r in records] == [r.json()["id"] for r in responses]
+    for record, body in zip(records, bodies):
+        assert record.model_dump(include=set(body)) == body
+        assert record.time.utcoffset() == timedelta(0) and abs(datetime.now(timezone.utc) - record.time) < timedelta(minutes=1)
+    assert (records[1].document, records[1].page) == ("harbour.txt", 1)  # from the index, not the request
+    assert files_in(served_run) == {**before, FEEDBACK: files_in(served_run)[FEEDBACK]}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda b: {},
+        lambda b: {k: v for k, v in b.items() if k != "verdict"},
+        lambda b: {**b, "verdict": "maybe"},
+        lambda b: {**b, "question": " \n\t"},
+        lambda b: {**b, "question": "x" * 1001},
+        lambda b: {**b, "path": "/etc/passwd"},
+        lambda b: {**b, "start": str(b["start"])},
+        lambda b: {**b, "end": float(b["end"])},
+        lambda b: {**b, "start": -1},
+        lambda b: {**b, "end": len(b["passage"]) + 1},
+        lambda b: {**b, "end": b["start"]},
+        lambda b: {**b, "answer": "1855"},  # not passage[start:end]
+        lambda b: {**corrected(b), "verdict": "right"},  # "right" with a correction
+        lambda b: {**b, "verdict": "wrong"},  # wrong, but neither a correction nor not_in_passages
+        lambda b: {**corrected(b), "not_in_passages": True},  # both
+        lambda b: {k: v for k, v in corrected(b).items() if k != "correct_end"},
+        lambda b: {**corrected(b), "correct_end": len(b["passage"]) + 5},
+        lambda b: corrected(b, " "),  # a blank span
+        lambda b: corrected(b, "1854"),  # the correction is the shown answer
+        lambda b: {**b, "verdict": "wrong", "not_in_passages": "true"},
+        lambda b: {**b, "passage": b["passage"] + " And a sentence of no index."},  # not a passage of the run
+        lambda b: {**b, "passage": b["passage"].upper(), "answer": "1854"},
+        lambda b: [b],
+    ],
+)
+def test_bad_feedback_is_422_and_writes_nothing(feedback_client: TestClient, served_run: Path, shown: dict, change):
+    response = feedback_client.post("/feedback", json=change(shown))
+    assert response.status_code == 422, response.json()
+    assert response.headers["content-type"] == "application/json" and response.json()["detail"]
+    check_security_headers(response)
+    assert not (served_run / FEEDBACK).exists()
+
+
+def test_feedback_takes_a_larger_body_than_ask(feedback_client: TestClient, shown: dict):
+    """/feedback carries a passage, so its body may pass /ask's 16 KiB; not its own limit."""
+    long = {**shown, "passage": shown["passage"] + " x" * 10_000}
+    assert MAX_BODY_BYTES < len(json.dumps(long)) < MAX_FEEDBACK_BODY_BYTES
+    assert feedback_client.post("/feedback", json=long).status_code == 422  # read, and not an index passage
+    assert feedback_client.post("/ask", json={"question": QUESTION, "pad": long["passage"]}).status_code == 413
+    huge = {**shown, "passage": "x" * MAX_FEEDBACK_BODY_BYTES}
+    response = feedback_client.post("/feedback", json=huge)
+    assert response.status_code == 413 and str(MAX_FEEDBACK_BODY_BYTES) in response.json()["detail"]
+
+
+def test_a_full_feedback_file_is_507_and_stays_as_it_was(served_run: Path, served_asker, shown: dict):
+    path = served_run / FEEDBACK
+    path.unlink(missing_ok=True)
+    app = create_app(served_run, asker=served_asker, feedback=FeedbackConfig(max_bytes=1500))
+    with TestClient(app, base_url=LOCAL) as c:
+        statuses = []
+        while not statuses or statuses[-1] == 201:
+            held = path.read_bytes() if path.exists() else b""
+            response = c.post("/feedback", json=corrected(shown))
+            statuses.append(response.status_code)
+    assert statuses[0] == 201 and statuses[-1] == 507, statuses
+    assert "full" in response.json()["detail"] and "feedback.max_bytes" in response.json()["detail"]
+    check_security_headers(response)
+    assert path.read_bytes() == held and len(held) <= 1500
+    records, damaged = read_feedback(path)
+    assert len(records) == len(statuses) - 1 and damaged == 0
+
+
+def test_a_line_torn_by_a_kill_is_ignored_then_cut_by_the_next_feedback(feedback_client: TestClient, served_run: Path, shown: dict):
+    """A server killed mid-write leaves a last line without its newline: readers skip it, and
+    the next feedback cuts it off before appending, so the file stays whole lines."""
+    path = served_run / FEEDBACK
+    assert feedback_client.post("/feedback", json=shown).status_code == 201
+    whole = path.read_bytes()
+    with open(path, "ab") as f:
+        f.write(whole[: len(whole) // 2])  # the first half of a line, as a kill mid-write leaves it
+    records, damaged = read_feedback(path)
+    assert len(records) == 1 and damaged == 1
+    assert feedback_client.post("/feedback", json=corrected(shown)).status_code == 201
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2 and lines[0] == whole and lines[1].endswith(b"\n")
+    records, damaged = read_feedback(path)
+    assert [r.verdict for r in records] == ["right", "wrong"] and damaged == 0
+
+
+def test_feedback_is_in_the_api_docs(client: TestClient):
+    spec = client.get("/openapi.json").json()
+    assert "/feedback" in spec["paths"] and "507" in spec["paths"]["/feedback"]["post"]["responses"]
+    fields = spec["components"]["schemas"]["FeedbackRequest"]["properties"]
+    assert {"question", "passage", "answer", "start", "end", "verdict", "correct_start", "correct_end", "not_in_passages"} == set(fields)

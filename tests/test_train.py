@@ -126,7 +126,8 @@ def test_run_stage_trains_from_the_run_folder(tmp_path, tiny_base):
     write(run.path("validation.json"), synthetic_squad(4, seed=2))
     cfg = Config(train=tiny_cfg(tiny_base, epochs=1))
     summary = run_stage(run, cfg)
-    assert set(summary) == {"train_questions", "train_windows", "epochs", "seconds", "best_f1", "parameters"}
+    assert set(summary) == {"train_questions", "feedback_pairs", "train_windows", "epochs", "seconds", "best_f1", "parameters"}
+    assert summary["feedback_pairs"] == 0  # no RUN/feedback.jsonl
     assert (run.path("student") / "model.safetensors").is_file()
     assert not run.path(".student.tmp").exists() and not run.path(".student.work").exists()
 

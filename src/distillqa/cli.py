@@ -175,6 +175,7 @@ def export(
 
 
 _stage_command("index", "Build the BM25 + dense passage index for questions without context (RUN/index/).")
+_stage_command("calibrate", "Fit the answers' confidence on the validation questions (RUN/calibration.json).")
 _stage_command("report", "Write RUN/report.md and RUN/report.json.")
 
 
@@ -269,17 +270,26 @@ def evaluate(
 @app.command()
 def ask(
     target: Annotated[Path, typer.Argument(help="A run folder, or a model folder when --context is given.")],
-    question: Annotated[str, typer.Argument(help="The question.")],
+    question: Annotated[Optional[str], typer.Argument(help="The question (or --questions FILE).")] = None,
     context: Annotated[Optional[str], typer.Option(help="The passage to read (skips retrieval).")] = None,
     context_file: Annotated[Optional[Path], typer.Option(help="Read the passage from a file.")] = None,
-    top_k: Annotated[int, typer.Option(min=1, max=MAX_TOP_K, help="Answers to show.")] = 3,
+    top_k: Annotated[Optional[int], typer.Option(min=1, max=MAX_TOP_K, help="Answers per question (default 3; 1 with --questions).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    questions: Annotated[
+        Optional[Path], typer.Option(help="Answer every question of a file: one per line, or JSONL with a \"question\" (and \"id\") per line.")
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option(help="With --questions: write the answers here, .jsonl or .csv (default: JSONL on stdout).")
+    ] = None,
 ) -> None:
     """Answer a question from a given passage, or from the run's documents via retrieval."""
     from distillqa.app.ask import ask_command
 
     with _errors():
-        ask_command(target, question, context=context, context_file=context_file, top_k=top_k, as_json=as_json)
+        ask_command(
+            target, question, context=context, context_file=context_file, top_k=top_k or (1 if questions else 3),
+            as_json=as_json, questions_file=questions, output=output,
+        )
 
 
 @app.command()
@@ -290,11 +300,26 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
 ) -> None:
-    """Serve the web UI and REST API (POST /ask, GET /health, /docs) for a finished run."""
+    """Serve the web UI and REST API (POST /ask, POST /feedback, GET /health, /docs) for a finished run."""
     from distillqa.app.serve import serve as serve_run
 
     with _errors():
         serve_run(run, host=host, port=port)
+
+
+@app.command()
+def feedback(
+    run: RunArg,
+    export: Annotated[
+        Optional[Path], typer.Option("--export", help="Write the questions with a right answer to FILE as SQuAD v1.1 JSON.")
+    ] = None,
+) -> None:
+    """List the answers people marked right or wrong in the web UI (RUN/feedback.jsonl), or export
+    them as SQuAD v1.1. `distillqa train RUN` learns from them."""
+    from distillqa.student.feedback import feedback_command
+
+    with _errors():
+        feedback_command(run, export)
 
 
 @app.command()

@@ -360,6 +360,28 @@ class AnswerConfig(_Section):
         ge=0,
         description="Question alone: each passage's answers are scaled by (fused retrieval score / best) to this power; 0 = retrieval only chooses the passages.",
     )
+    calibration_min_questions: int = Field(
+        30,
+        ge=2,
+        description="Fit the confidence (stage calibrate) only with at least this many validation questions; below, the confidence is the ranking score.",
+    )
+    people_correction: dict[Literal["open", "context"], tuple[float, float]] | None = Field(
+        {"open": (0.163, -0.929), "context": (0.05, -0.758)},
+        description=(
+            "(scale, offset) per way of asking, applied to the log-odds of the confidence fitted on the run's own"
+            " questions: those are far easier than people's (right 82-95% against 24-43% on the devset), so uncorrected the confidence"
+            " is 30-60 points too high on people's questions. Fitted on the devset's human questions (docs/benchmarks.md,"
+            " benchmarks/calibration.py); null = no correction."
+        ),
+        json_schema_extra=NOT_HASHED,  # read when a question is asked
+    )
+    not_found_below: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Below this confidence the best answer is shown as a guess: the documents do not seem to answer the question.",
+        json_schema_extra=NOT_HASHED,  # read when a question is asked
+    )
 
 
 class ServeConfig(_Section):
@@ -407,6 +429,24 @@ class ServeConfig(_Section):
         return self
 
 
+class FeedbackConfig(_Section):
+    """Corrections people make in the web UI (`POST /feedback`, RUN/feedback.jsonl): how much the
+    server keeps, and how much the train stage counts them (`distillqa.student.feedback`)."""
+
+    weight: int = Field(
+        4,
+        ge=0,
+        le=100,
+        description="Copies of each corrected pair in the training set: a person's correction counts as much as this many generated pairs; 0 = train without them.",
+    )
+    max_bytes: int = Field(
+        10_000_000,
+        ge=1000,
+        description="Most bytes RUN/feedback.jsonl may hold; past it the server refuses new feedback with 507 (export the file and remove it, or raise this).",
+        json_schema_extra=NOT_HASHED,
+    )
+
+
 class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     chunk: ChunkConfig = ChunkConfig()
@@ -419,6 +459,7 @@ class Config(_Section):
     retrieval: RetrievalConfig = RetrievalConfig()
     answer: AnswerConfig = AnswerConfig()
     serve: ServeConfig = ServeConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
 
     @model_validator(mode="after")
     def _rules_within_dataset_filters(self) -> "Config":

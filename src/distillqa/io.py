@@ -1,8 +1,9 @@
 """Atomic file writing and JSONL helpers shared by every stage.
 
 Stages talk through files, so a reader must never see a half-written file: everything is
-written to a temporary sibling and renamed into place. The one exception is an append-only
-JSONL (the teacher cache), whose torn last line is cut off before appending again.
+written to a temporary sibling and renamed into place. The exceptions are append-only JSONL
+files (the teacher cache, the web UI's feedback), whose torn last line is cut off before
+appending again.
 """
 
 from __future__ import annotations
@@ -100,11 +101,15 @@ def repair_jsonl_tail(path: Path) -> None:
     """Cut a resumable JSONL back to its last complete line, so appends never follow a torn line."""
     if not path.exists():
         return
-    data = path.read_bytes()
-    cut = data.rfind(b"\n") + 1
-    if cut != len(data):
-        with open(path, "r+b") as f:
-            f.truncate(cut)
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return  # the usual case, known without reading the whole file (the server appends often)
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
 
 
 def append_jsonl(f: IO, record: dict) -> None:

@@ -44,6 +44,10 @@ REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 INDEX = "index"
 EVAL_PREDICTIONS = "eval_predictions.json"
+# corrections from the web UI: appended by `serve` (its only write), read by train and evaluate;
+# made by no stage, so not in MADE_BY
+FEEDBACK = "feedback.jsonl"
+CALIBRATION = "calibration.json"  # score -> confidence, fitted on the validation questions
 
 # The stage that writes each file, for "run `distillqa STAGE RUN` first" hints (test_imports
 # checks it against pipeline.STAGES).
@@ -63,6 +67,7 @@ MADE_BY = {
     REPORT_MD: "report",
     REPORT_JSON: "report",
     INDEX: "index",
+    CALIBRATION: "calibrate",
 }
 
 

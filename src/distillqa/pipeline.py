@@ -27,11 +27,13 @@ from distillqa.config import TEACHER_SETTINGS, Config
 from distillqa.console import UP_TO_DATE
 from distillqa.runtime import launch_rank
 from distillqa.layout import (
+    CALIBRATION,
     CHUNKS,
     DATASET_SUMMARY,
     DOCUMENTS,
     EVAL,
     EVAL_PREDICTIONS,
+    FEEDBACK,
     GENERATE_SUMMARY,
     GENERATIONS,
     INDEX,
@@ -59,7 +61,8 @@ class Stage:
     sections: tuple[str, ...]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    # Read when present, not required: the export, which evaluate reads with when there is one
+    # Read when present, not required: the export, which evaluate reads with when there is one;
+    # the web UI's feedback, which train learns from
     optional_inputs: tuple[str, ...] = ()
     # Runs in every process of a torchrun/accelerate launch (DDP training); other stages, and all
     # the run folder's bookkeeping, are rank 0's alone
@@ -95,7 +98,16 @@ STAGES: tuple[Stage, ...] = (
         (DOCUMENTS, CHUNKS, GENERATIONS),
         (QA, TRAIN, VALIDATION, DATASET_SUMMARY),
     ),
-    Stage("train", "distillqa.student.train:run_stage", ("train",), (TRAIN, VALIDATION), (STUDENT,), distributed=True),
+    # feedback: the web UI's corrections (written by `serve`, no stage), trained on as gold pairs
+    Stage(
+        "train",
+        "distillqa.student.train:run_stage",
+        ("train", "feedback.weight"),
+        (TRAIN, VALIDATION),
+        (STUDENT,),
+        optional_inputs=(FEEDBACK,),
+        distributed=True,
+    ),
     Stage("export", "distillqa.student.export:run_stage", ("export",), (STUDENT,), (STUDENT_ONNX,)),
     # answer: how answers are chosen (and read: answer.reader_runtime); retrieval.embedder: the
     # sentence encoder of the answer ranker
@@ -105,6 +117,17 @@ STAGES: tuple[Stage, ...] = (
         ("train", "answer", "retrieval.embedder"),
         (STUDENT, VALIDATION),
         (EVAL, EVAL_PREDICTIONS),
+        optional_inputs=(STUDENT_ONNX, FEEDBACK),  # feedback: scored before and after
+    ),
+    # retrieval's query-time settings (top_k, rrf_k, ...) are NOT_HASHED: `ask` reads them from config.yaml
+    Stage("index", "distillqa.retrieval.index:run_stage", ("retrieval",), (DOCUMENTS,), (INDEX,)),
+    # the confidence of answers, fitted on the validation questions asked as a user asks them
+    Stage(
+        "calibrate",
+        "distillqa.app.calibrate:run_stage",
+        ("answer", "retrieval"),
+        (STUDENT, VALIDATION, INDEX),
+        (CALIBRATION,),
         optional_inputs=(STUDENT_ONNX,),
     ),
     Stage(
@@ -113,9 +136,8 @@ STAGES: tuple[Stage, ...] = (
         (),
         (DOCUMENTS, CHUNKS, DATASET_SUMMARY, GENERATE_SUMMARY, EVAL, EVAL_PREDICTIONS, STUDENT),
         (REPORT_MD, REPORT_JSON),
+        optional_inputs=(CALIBRATION,),
     ),
-    # retrieval's query-time settings (top_k, rrf_k, ...) are NOT_HASHED: `ask` reads them from config.yaml
-    Stage("index", "distillqa.retrieval.index:run_stage", ("retrieval",), (DOCUMENTS,), (INDEX,)),
 )
 STAGE_BY_NAME = {s.name: s for s in STAGES}
 

@@ -17,9 +17,12 @@ score stays readable. Identical answers (ignoring case, punctuation and spacing)
 passages, and answers overlapping a better one in the same document, are shown once, with their
 best score. A given passage (`--context`) is ranked the same way, without retrieval.
 
-Every answer is a `records.AnswerRecord` as a dict (`{"answer", "score", "document", "page",
-"passage", "start", "end"}`, `passage[start:end] == answer`); the CLI's `--json` and the server's
-`POST /ask` return `{"answers": [...]}` of exactly these.
+Every answer is a `records.AnswerRecord` as a dict (`{"answer", "score", "confidence", "document",
+"page", "passage", "start", "end"}`, `passage[start:end] == answer`): `score` orders answers,
+`confidence` is the score calibrated on the run's validation questions (RUN/calibration.json, the
+`calibrate` stage). The CLI's `--json` and the server's `POST /ask` return a `records.AskResult`:
+`{"found", "not_found_below", "answers"}`, `found` false when the best answer's confidence is
+below `answer.not_found_below`. `--questions FILE` answers a file of questions (`ask_batch`).
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from typing import TYPE_CHECKING
 from distillqa.config import Config
 from distillqa.errors import DistillqaError
 from distillqa.layout import INDEX, MANIFEST, RunFolder
-from distillqa.records import AnswerRecord
+from distillqa.records import AnswerRecord, ask_result, confidence_words
 from distillqa.retrieval.index import META, Hit, PassageIndex
+from distillqa.student.calibration import Calibrator, load_calibrator
 from distillqa.student.ranking import AnswerRanker, CachedEncoder
 from distillqa.text import words
 
@@ -60,10 +64,10 @@ def _answer_key(text: str) -> str:
     return " ".join(words(text)) or text.strip()
 
 
-def _record(span: Answer, score: float, document: str | None, page: int | None, passage: str) -> dict:
+def _record(span: Answer, score: float, confidence: float, document: str | None, page: int | None, passage: str) -> dict:
     return AnswerRecord(
-        answer=span.text, score=round(float(score), 4), document=document, page=page, passage=passage,
-        start=span.start, end=span.end,
+        answer=span.text, score=round(float(score), 4), confidence=round(float(confidence), 4), document=document,
+        page=page, passage=passage, start=span.start, end=span.end,
     ).model_dump()
 
 
@@ -80,8 +84,8 @@ class _Ranked:
     document: str | None
     passage: str
 
-    def record(self, page: int | None) -> dict:
-        return _record(self.span, self.score, self.document, page, self.passage)
+    def record(self, page: int | None, calibrator: Calibrator) -> dict:
+        return _record(self.span, self.score, calibrator(self.score), self.document, page, self.passage)
 
 
 def dedupe(candidates: list[_Ranked], top_k: int) -> list[_Ranked]:
@@ -110,6 +114,7 @@ def rank_answers(
     top_k: int,
     page_of: Callable[[str, int], int | None],
     ranker: AnswerRanker,
+    calibrator: Calibrator | None = None,
 ) -> list[dict]:
     """Rank every passage's candidates together (see the module docstring) and dedupe.
 
@@ -126,17 +131,24 @@ def rank_answers(
         passage, span = hits[r.context].passage, r.answer
         start, end = passage.start + span.start, passage.start + span.end  # in the document's text
         candidates.append(_Ranked(r.score, span, passage.doc_id, start, end, passage.document, passage.text))
-    return [c.record(page_of(c.source, c.start)) for c in dedupe(candidates, top_k)]
+    calibrator = calibrator or Calibrator()
+    return [c.record(page_of(c.source, c.start), calibrator) for c in dedupe(candidates, top_k)]
 
 
 class Asker:
     """A run's passage index and student reader, loaded once, answering questions."""
 
     def __init__(
-        self, run_dir: Path, device: str | None = None, model_dir: Path | None = None, cfg: Config | None = None
+        self,
+        run_dir: Path,
+        device: str | None = None,
+        model_dir: Path | None = None,
+        cfg: Config | None = None,
+        calibrator: Calibrator | None = None,
     ):
         """`model_dir` reads with another student than the run's own (benchmarks compare several);
-        `cfg` replaces the run's saved config (`evaluate --set`)."""
+        `cfg` replaces the run's saved config (`evaluate --set`); `calibrator` the run's own
+        (RUN/calibration.json; with another student, the confidence is the score unless given)."""
         from distillqa.student.reader import load_reader, resolve_model_dir
 
         self.run_dir = Path(run_dir)
@@ -151,6 +163,11 @@ class Asker:
         # config.yaml as it is now, not from when the index was built; read only, never saved back.
         cfg = cfg or RunFolder(self.run_dir).saved_config()
         self.retrieval = cfg.retrieval
+        self.not_found_below = cfg.answer.not_found_below
+        if calibrator is None:
+            people = (cfg.answer.people_correction or {}).get("open")
+            calibrator = load_calibrator(self.run_dir, "open", people) if model_dir is None else Calibrator()
+        self.calibrator = calibrator
         # questions (for the search) and sentences (for the ranker) are embedded by the index's
         # query encoder, loaded on first use, and remembered: the ranker re-embeds the question
         self.embed = CachedEncoder(lambda texts: self.index.query_encoder.encode(texts))
@@ -188,7 +205,7 @@ class Asker:
             spans = self.reader.answer([q for q, _ in pairs], [c for _, c in pairs], top_k=n_best)
             answers, at = [], 0
             for q, k, found in zip(questions, top_k, hits):
-                answers.append(rank_answers(q, found, spans[at : at + len(found)], k, self.index.page_of, self.ranker))
+                answers.append(rank_answers(q, found, spans[at : at + len(found)], k, self.index.page_of, self.ranker, self.calibrator))
                 at += len(found)
             return answers
 
@@ -250,7 +267,8 @@ def read_context(target: Path, question: str, context: str, top_k: int = 3) -> l
     spans = reader.answer([question], [context], top_k=max(top_k, ranker.cfg.n_best))[0]
     ranked = ranker.rank(question, [context], [spans])
     candidates = [_Ranked(r.score, r.answer, "", r.answer.start, r.answer.end, None, context) for r in ranked]
-    return [c.record(None) for c in dedupe(candidates, top_k)]
+    calibrator = load_calibrator(Path(target), "context", (cfg.answer.people_correction or {}).get("context"))  # unfitted for a model folder
+    return [c.record(None, calibrator) for c in dedupe(candidates, top_k)]
 
 
 def _read_context_file(path: Path) -> str:
@@ -264,13 +282,25 @@ def _read_context_file(path: Path) -> str:
 
 def ask_command(
     target: Path,
-    question: str,
+    question: str | None,
     context: str | None = None,
     context_file: Path | None = None,
     top_k: int = 3,
     as_json: bool = False,
+    questions_file: Path | None = None,
+    output: Path | None = None,
 ) -> None:
-    """`distillqa ask`: answer from a given passage, or from the run's documents via the index."""
+    """`distillqa ask`: answer from a given passage, or from the run's documents via the index;
+    with `questions_file`, every question in it (`ask_batch`)."""
+    if questions_file is not None:
+        if question is not None or context is not None or context_file is not None:
+            raise DistillqaError("--questions answers a file of questions over the run's documents: give no QUESTION, --context or --context-file with it")
+        ask_batch(target, questions_file, output, top_k)
+        return
+    if output is not None:
+        raise DistillqaError("--output writes the answers of --questions FILE: give one, or drop --output")
+    if question is None:
+        raise DistillqaError("give a QUESTION, or --questions FILE")
     question = check_question(question)
     if context is not None and context_file is not None:
         raise DistillqaError("give the passage with --context or --context-file, not both")
@@ -278,25 +308,107 @@ def ask_command(
         context = _read_context_file(context_file)
     if context is not None:
         answers = read_context(target, question, context, top_k)
+        not_found_below = RunFolder(Path(target)).saved_config().answer.not_found_below
     else:
-        answers = Asker(target).ask(question, top_k)
+        asker = Asker(target)
+        answers, not_found_below = asker.ask(question, top_k), asker.not_found_below
+    result = ask_result(answers, not_found_below)
     if as_json:
-        print(json.dumps({"answers": answers}, ensure_ascii=False))
+        print(json.dumps(result, ensure_ascii=False))
     else:
-        print_answers(answers)
+        print_answers(result)
 
 
-def print_answers(answers: list[dict]) -> None:
-    """Answers with score, citation and the passage around the answer, highlighted (stdout)."""
+def read_questions(path: Path) -> list[dict]:
+    """`{"id", "question"}` per question of a batch file: JSONL (`{"question": ..., "id": ...}`,
+    id optional) when its name ends in .jsonl, else one question per line; blank lines skipped.
+    Ids default to the line number."""
+    if not path.is_file():
+        raise DistillqaError(f"{path}: questions file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DistillqaError(f"{path}: the questions file is not UTF-8 text") from None
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DistillqaError(f"{path}: line {number} is not JSON ({e.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("question"), str) or not record["question"].strip():
+                raise DistillqaError(f'{path}: line {number} needs a non-empty "question" string')
+            out.append({"id": str(record.get("id", number)), "question": record["question"].strip()})
+        else:
+            out.append({"id": str(number), "question": line.strip()})
+    if not out:
+        raise DistillqaError(f"{path}: no questions in the file")
+    return out
+
+
+BATCH_COLUMNS = ("id", "question", "found", "rank", "answer", "confidence", "score", "document", "page")
+
+
+def ask_batch(run_dir: Path, questions_file: Path, output: Path | None, top_k: int = 1, batch_size: int = 16) -> None:
+    """`distillqa ask RUN --questions FILE [--output OUT]`: answer every question of the file
+    over the run's documents, `batch_size` at a time (`Asker.ask_many`), and write JSONL (one
+    `AskResult` per question, with its id and question) or, for an OUT ending in .csv, one row
+    per answer (BATCH_COLUMNS; a question without answers gets one row with an empty answer).
+    Without OUT, JSONL goes to stdout. The file appears only once every question is answered."""
+    import csv
+    import io
+    import sys
+
+    from distillqa.console import track
+    from distillqa.io import atomic_open
+
+    if output is not None and (output.is_dir() or output.suffix not in (".jsonl", ".csv")):
+        raise DistillqaError(f"{output}: --output must be a file ending in .jsonl or .csv")
+    questions = read_questions(questions_file)  # a bad file fails before the models load
+    asker = Asker(run_dir)
+    batches = [questions[i : i + batch_size] for i in range(0, len(questions), batch_size)]
+    results = []
+    for batch in track(batches, len(batches), "questions", quiet=output is None):
+        for q, answers in zip(batch, asker.ask_many([q["question"] for q in batch], [top_k] * len(batch))):
+            results.append({**q, **ask_result(answers, asker.not_found_below)})
+    text = io.StringIO()
+    if output is not None and output.suffix == ".csv":
+        writer = csv.DictWriter(text, BATCH_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in results:
+            for rank, a in enumerate(r["answers"] or [{}], start=1):
+                writer.writerow({"id": r["id"], "question": r["question"], "found": r["found"], "rank": rank if a else "", **a})
+    else:
+        text.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    if output is None:
+        sys.stdout.write(text.getvalue())
+        return
+    with atomic_open(output) as f:
+        f.write(text.getvalue())
+    found = sum(r["found"] for r in results)
+    print(f"{len(results)} questions answered ({found} found in the documents) -> {output}")
+
+
+def print_answers(result: dict) -> None:
+    """Answers with confidence, citation and the passage around the answer, highlighted (stdout).
+    When the best is below `not_found_below`, says so first and shows the answers as guesses."""
     from rich.console import Console
     from rich.text import Text
 
     console = Console(highlight=False)
+    answers = result["answers"]
     if not answers:
         console.print("No answer found.")
         return
+    if not result["found"]:
+        console.print(Text("The documents do not seem to answer this question. Best guesses:", style="bold"))
+        console.print()
     for n, a in enumerate(answers, start=1):
-        head = Text.assemble((f"{n}. ", "bold"), (a["answer"], "bold green"), f"  score {a['score']:.3f}")
+        words_, colour = confidence_words(a["confidence"], result["not_found_below"])
+        head = Text.assemble((f"{n}. ", "bold"), (a["answer"], "bold green" if result["found"] else "bold"))
+        head.append(f"  {words_} ({a['confidence']:.0%})", style=colour)
         if a["document"] is not None:
             where = a["document"] + (f", page {a['page']}" if a["page"] is not None else "")
             head.append(f"  {where}", style="cyan")

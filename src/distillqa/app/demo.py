@@ -13,6 +13,7 @@ from rich.console import Console
 
 from distillqa.io import read_json
 from distillqa.layout import REPORT_MD, STUDENT, VALIDATION
+from distillqa.records import confidence_words
 
 
 def main(root: Path) -> None:
@@ -28,11 +29,15 @@ def main(root: Path) -> None:
         console.print(f"  {name:9s} EM {scores.get('exact_match', 0):5.1f}  F1 {scores.get('f1', 0):5.1f}")
     qas = [qa for art in read_json(root / VALIDATION)["data"] for p in art["paragraphs"] for qa in p["qas"]]
     question = qas[0]["question"] if qas else "What is this document about?"
-    answers = Asker(root).ask(question, top_k=1)
+    asker = Asker(root)
+    answers = asker.ask(question, top_k=1)
     console.print(f"\n[bold]example question[/bold]: {question}")
     if answers:
         a = answers[0]
-        console.print(f"[bold]answer[/bold]: {a['answer']}  (score {a['score']:.2f}, {a['document']}, page {a['page']})")
+        words, colour = confidence_words(a["confidence"], asker.not_found_below)
+        console.print(
+            f"[bold]answer[/bold]: {a['answer']}  ([{colour}]{words}, {a['confidence']:.0%}[/{colour}], {a['document']}, page {a['page']})"
+        )
     else:
         console.print("[bold]answer[/bold]: (none found)")
     console.print(f'\nAsk your own: .venv/bin/distillqa ask {root} "your question"   or   .venv/bin/distillqa serve {root}')

@@ -11,6 +11,7 @@ from pathlib import Path
 from distillqa.config import Config
 from distillqa.io import atomic_open, read_json, read_jsonl, write_json
 from distillqa.layout import (
+    CALIBRATION,
     CHUNKS,
     DATASET_SUMMARY,
     DOCUMENTS,
@@ -26,7 +27,10 @@ from distillqa.layout import (
 from distillqa.student.metrics import f1_score
 
 CURVE = "training_curve.png"
+RELIABILITY = "reliability.png"
+WAYS = {"open": "question alone (ask, serve)", "context": "question with its passage (ask --context)"}
 MISSES = 5  # validation questions the report shows the distilled student getting wrong
+CORRECTIONS = 10  # web UI corrections the report lists, before and after
 
 
 def _dir_size_mb(path: Path) -> float:
@@ -67,9 +71,79 @@ def collect(run: RunFolder) -> dict:
         },
         "evaluation": read_json(run.path(EVAL)),
         "misses": misses(read_json(predictions)) if predictions.exists() else None,
+        "calibration": _calibration(run),
         "stage_seconds": {name: rec.get("seconds") for name, rec in stages.items()},
         "teacher": manifest["config"]["teacher"],
     }
+
+
+def _calibration(run: RunFolder) -> dict | None:
+    """calibration.json without its per-question rows (they stay there); None before `calibrate`."""
+    path = run.path(CALIBRATION)
+    if not path.exists():
+        return None
+    data = read_json(path)
+    return {way: {k: v for k, v in data[way].items() if k != "questions_scored"} for way in WAYS} | {"right": data["right"]}
+
+
+def plot_reliability(calibration: dict, out: Path) -> None:
+    """The reliability diagram: per confidence bin, the share of answers that were right against
+    their mean confidence, one line per way of asking; the diagonal is perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for way, marker in zip(WAYS, "os"):
+        bins = calibration[way]["reliability"]
+        if bins:
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker=marker, label=way)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (held out)", ylabel="share right", title="reliability on validation questions")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _calibration_section(calibration: dict | None, plot: bool) -> list[str]:
+    if calibration is None:
+        return []
+    lines = [
+        "## Confidence",
+        "",
+        f"Each answer's confidence is the probability that it is right ({calibration['right']}), fitted on the"
+        " validation questions (`distillqa calibrate`). Expected calibration error (ECE, 0 = perfect), out of fold:"
+        " each question's confidence comes from a fit that did not see it.",
+        "",
+        "| asked | questions | right | ECE of the confidence | ECE of the raw score | calibrator |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for way, name in WAYS.items():
+        c = calibration[way]
+        lines.append(
+            f"| {name} | {c['questions']} | {c['right']} | {_fmt(c['ece'], 3)} | {_fmt(c['ece_raw_score'], 3)} | {_cell(c['calibrator']['note'])} |"
+        )
+    lines += ["", "| confidence | answers (alone) | right (alone) | answers (with passage) | right (with passage) |", "|---|---:|---:|---:|---:|"]
+    by_bin = {way: {(b["low"], b["high"]): b for b in calibration[way]["reliability"]} for way in WAYS}
+    for key in sorted(set(by_bin["open"]) | set(by_bin["context"])):
+        cells = []
+        for way in WAYS:
+            b = by_bin[way].get(key)
+            cells += [str(b["n"]), f"{b['accuracy']:.0%}"] if b else ["0", "-"]
+        lines.append(f"| {key[0]:.1f}-{key[1]:.1f} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "These are this run's own questions, far easier than people's: on the devset the fitted confidence"
+        " was 30-60 points too high on people's questions, so the confidence `ask` and `serve` show also"
+        " applies `answer.people_correction` (docs/benchmarks.md, \"Confidence on human questions\").",
+        "",
+    ]
+    if plot:
+        lines += [f"![reliability diagram]({RELIABILITY})", ""]
+    return lines
 
 
 def plot_training_curve(training_log: dict, out: Path) -> bool:
@@ -129,6 +203,35 @@ def _misses_section(missed: list[dict] | None) -> list[str]:
     ]
 
 
+def _corrections_section(feedback: dict | None, limit: int = CORRECTIONS) -> list[str]:
+    """Before and after on the corrections made in the web UI (eval.json's "feedback"); nothing
+    for a run without any."""
+    if not feedback:
+        return []
+    before, after, rows = feedback["before"], feedback["after"], feedback["questions"]
+    return [
+        "## Corrections",
+        "",
+        (
+            f"{feedback['n']} questions people judged in the web UI (`distillqa feedback RUN` lists them), each read"
+            " with its passage. Before: the answer they were shown; after: the distilled student's. The student"
+            " was trained on them (`feedback.weight` copies each): this says whether it learned them, not how it"
+            " does on new questions."
+        ),
+        "",
+        "| corrections | EM | F1 |",
+        "|---|---:|---:|",
+        f"| answer shown (before) | {_fmt(before['exact_match'])} | {_fmt(before['f1'])} |",
+        f"| distilled student (after) | {_fmt(after['exact_match'])} | {_fmt(after['f1'])} |",
+        "",
+        "| question | right answer | shown | now |",
+        "|---|---|---|---|",
+        *[f"| {_cell(q['question'])} | {_cell(q['gold'])} | {_cell(q['shown'])} | {_cell(q['distilled'])} |" for q in rows[:limit]],
+        *(["", f"The first {limit} of {len(rows)}; every one is in eval.json."] if len(rows) > limit else []),
+        "",
+    ]
+
+
 def render_markdown(r: dict, curve: bool) -> str:
     ev, ds, gen, tr = r["evaluation"], r["dataset"], r["generation"], r["training"]
     base, dist = ev.get("baseline") or {}, ev.get("distilled") or {}
@@ -183,6 +286,8 @@ def render_markdown(r: dict, curve: bool) -> str:
         "",
     ]
     lines += _misses_section(r.get("misses"))
+    lines += _calibration_section(r.get("calibration"), bool(r.get("reliability_diagram")))
+    lines += _corrections_section(ev.get("feedback"))
     if curve:
         lines += ["## Training curve", "", f"![training curve]({CURVE})", ""]
     lines += ["## Stage timings (s)", "", *[f"- {k}: {_fmt(v)}" for k, v in r["stage_seconds"].items() if v is not None], ""]
@@ -194,6 +299,9 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
     log_path = run.path(STUDENT) / "training_log.json"
     curve = log_path.exists() and plot_training_curve(read_json(log_path), run.path(CURVE))
     report["training_curve"] = CURVE if curve else None
+    if report["calibration"] is not None:
+        plot_reliability(report["calibration"], run.path(RELIABILITY))
+    report["reliability_diagram"] = RELIABILITY if report["calibration"] is not None else None
     write_json(run.path(REPORT_JSON), report)
     with atomic_open(run.path(REPORT_MD)) as f:
         f.write(render_markdown(report, bool(curve)))

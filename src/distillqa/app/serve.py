@@ -1,9 +1,16 @@
 """`distillqa serve`: a REST API and a single-page web UI over one run's documents and student.
 
 Routes: `GET /` (the web UI), `GET /static/app.js`, `GET /static/style.css`, `POST /ask`,
-`GET /health`, and FastAPI's `GET /docs` and `GET /openapi.json`. No route has a path
-parameter and nothing reads a file path from a request: the three UI files are read from the
-package once, when the app is created, and each has its own fixed route.
+`POST /feedback`, `GET /health`, and FastAPI's `GET /docs` and `GET /openapi.json`. No route has
+a path parameter and nothing reads a file path from a request: the three UI files are read from
+the package once, when the app is created, and each has its own fixed route.
+
+`POST /feedback` stores a user's judgement of a shown answer (right; or wrong, with the right
+span of the shown passage or "not in these passages") as one line of RUN/feedback.jsonl, the only
+file the server writes (`distillqa.student.feedback`: append-only, fsynced, at most
+`feedback.max_bytes`, past which it answers 507 and writes nothing). The body is checked like
+`/ask`'s (422), and its passage must be one of the index's, by its exact text: the document and
+page are taken from the index, not from the request.
 
 `serve` binds its socket first, so a busy port is a one-line error before the models spend
 seconds loading; then the run's `Asker` (index + reader) is loaded once. `/ask` hands its
@@ -18,7 +25,7 @@ Every request passes three middlewares, outermost first: `SecurityHeaders` (nosn
 no-referrer and a Content-Security-Policy on every response, errors included), starlette's
 `TrustedHostMiddleware` (a Host header not in `serve.allowed_hosts`, nor the address `serve
 --host` names, is a 400: a web page cannot reach the server through DNS rebinding), and
-`BodySizeLimit` (413).
+`BodySizeLimit` (413; a larger limit for `/feedback`, whose body carries a passage).
 
 `/docs` is Swagger UI over `/openapi.json`. FastAPI's own page loads Swagger UI from a CDN,
 which shows an empty page offline, so its script and stylesheet are the copies shipped in the
@@ -38,6 +45,7 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,15 +62,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distillqa import __version__
 from distillqa.app.batcher import Batcher, QueueFull
-from distillqa.config import ServeConfig
+from distillqa.config import FeedbackConfig, ServeConfig
 from distillqa.errors import DistillqaError
-from distillqa.layout import RunFolder
-from distillqa.records import MAX_TOP_K, AnswerRecord
+from distillqa.layout import FEEDBACK, RunFolder
+from distillqa.records import MAX_TOP_K, AskResult, ask_result
+from distillqa.student.feedback import Feedback, FeedbackFull, Judgement, append_feedback
 
 if TYPE_CHECKING:
     from distillqa.app.ask import Asker
+    from distillqa.retrieval.index import Passage
 
 MAX_BODY_BYTES = 16 * 1024
+MAX_FEEDBACK_BODY_BYTES = 64 * 1024  # carries an index passage: a few thousand characters, up to 4 bytes each
 MAX_QUESTION_CHARS = 1000
 
 # The UI's files: URL -> (file in distillqa/app/static, media type).
@@ -105,8 +116,20 @@ class AskRequest(BaseModel):
         return value
 
 
-class AskResponse(BaseModel):
-    answers: list[AnswerRecord]
+class FeedbackRequest(Judgement):
+    """`POST /feedback` body: a judgement of one answer as `/ask` returned it (question, passage,
+    answer, start, end), strict like `AskRequest`; offsets count characters of the passage."""
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, examples=["Who built the harbour light?"])
+    passage: str = Field(min_length=1, description="The answer's passage, exactly as /ask returned it.")
+    correct_start: int | None = Field(None, description='With verdict "wrong": where the right answer starts in the passage.')
+    correct_end: int | None = Field(None, description='With verdict "wrong": where the right answer ends.')
+    not_in_passages: bool = Field(False, description='With verdict "wrong": the right answer is not in these passages.')
+
+
+class FeedbackSaved(BaseModel):
+    id: str
+    gold: str | None = Field(description="The answer training will learn for the question; null: not in these passages.")
 
 
 class Health(BaseModel):
@@ -127,17 +150,19 @@ class BodySizeLimit:
     The accepted body (at most `max_bytes`) is replayed to the app.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES):
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, paths: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.paths = paths or {}  # path -> its own limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.paths.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._too_large(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._too_large(scope, receive, send, limit)
             return
         body = bytearray()
         while True:
@@ -145,8 +170,8 @@ class BodySizeLimit:
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._too_large(scope, receive, send)
+            if len(body) > limit:
+                await self._too_large(scope, receive, send, limit)
                 return
             if not message.get("more_body", False):
                 break
@@ -161,8 +186,8 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse({"detail": f"request body too large (limit {self.max_bytes} bytes)"}, status_code=413)
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = JSONResponse({"detail": f"request body too large (limit {limit} bytes)"}, status_code=413)
         await response(scope, receive, send)
 
 
@@ -233,10 +258,23 @@ def load_asker(run_dir: Path) -> Asker:
     return asker
 
 
-def create_app(run_dir: Path, asker: Asker | None = None, cfg: ServeConfig | None = None, host: str | None = None) -> FastAPI:
+def passages_by_text(asker: Asker) -> dict[str, Passage]:
+    """The index's passages by their text (the first of identical ones): the passages `/feedback`
+    accepts, found in one look-up however large the index."""
+    return {p.text: p for p in reversed(asker.index.passages)}
+
+
+def create_app(
+    run_dir: Path,
+    asker: Asker | None = None,
+    cfg: ServeConfig | None = None,
+    host: str | None = None,
+    feedback: FeedbackConfig | None = None,
+) -> FastAPI:
     """The FastAPI app for one run folder; pass `asker` when it is already loaded (see `serve`),
-    `cfg` to replace the run's `serve` settings, and `host`, the address the server listens on,
-    to accept it as a Host header too (unless it is 0.0.0.0 or ::, which no client asks for).
+    `cfg` and `feedback` to replace the run's `serve` and `feedback` settings, and `host`, the
+    address the server listens on, to accept it as a Host header too (unless it is 0.0.0.0 or ::,
+    which no client asks for).
 
     `/ask` and `/health` are `async def` and never block: `/ask` awaits its batch, and `/health`
     reads counts loaded at startup and the queue's length, so it needs neither a thread nor the
@@ -244,7 +282,11 @@ def create_app(run_dir: Path, asker: Asker | None = None, cfg: ServeConfig | Non
     and when both were (before the Batcher), 200 questions queued on the Asker's lock held every
     thread and `/health` waited for one (26.7 s on a Geology run on 2 cores; 0.15 s at most now).
     """
-    settings = cfg or RunFolder(Path(run_dir)).saved_config().serve
+    if cfg is None or feedback is None:
+        saved = RunFolder(Path(run_dir)).saved_config()
+        cfg, feedback = cfg or saved.serve, feedback or saved.feedback
+    settings, max_feedback_bytes = cfg, feedback.max_bytes
+    feedback_file = Path(run_dir) / FEEDBACK
     allowed_hosts = [*settings.allowed_hosts]
     if host is not None and host not in ANY_ADDRESS:
         allowed_hosts.append(url_host(host).lower())
@@ -253,6 +295,7 @@ def create_app(run_dir: Path, asker: Asker | None = None, cfg: ServeConfig | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.asker = asker if asker is not None else await run_in_threadpool(load_asker, Path(run_dir))
         app.state.batcher = Batcher(app.state.asker.ask_many, settings.batch_size, settings.batch_wait_ms, settings.max_queue)
+        app.state.passages = await run_in_threadpool(passages_by_text, app.state.asker)
         try:
             yield
         finally:
@@ -268,15 +311,43 @@ def create_app(run_dir: Path, asker: Asker | None = None, cfg: ServeConfig | Non
         exception_handlers={RequestValidationError: _invalid_request},
     )
 
-    @app.post("/ask", response_model=AskResponse, responses={503: {"description": "Too many questions waiting: retry."}})
-    async def ask(body: AskRequest, request: Request) -> AskResponse | JSONResponse:
+    @app.post("/ask", response_model=AskResult, responses={503: {"description": "Too many questions waiting: retry."}})
+    async def ask(body: AskRequest, request: Request) -> AskResult | JSONResponse:
         """The best distinct answers from the run's documents, with document, page and passage."""
         try:
             future = request.app.state.batcher.submit(body.question, body.top_k)
         except QueueFull as e:
             return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "1"})
         answers = await asyncio.wrap_future(future)
-        return AskResponse.model_validate({"answers": answers})
+        return AskResult.model_validate(ask_result(answers, request.app.state.asker.not_found_below))
+
+    @app.post(
+        "/feedback",
+        status_code=201,
+        response_model=FeedbackSaved,
+        responses={507: {"description": "The feedback file is full (feedback.max_bytes) or cannot be written: nothing was stored."}},
+    )
+    async def store_feedback(body: FeedbackRequest, request: Request) -> FeedbackSaved | JSONResponse:
+        """Store a judgement of an answer in RUN/feedback.jsonl: right, or wrong with the right
+        span of its passage (`correct_start`, `correct_end`) or `not_in_passages`."""
+        passage = request.app.state.passages.get(body.passage)
+        if passage is None:
+            message = "not a passage of this run's index: send the passage exactly as /ask returned it"
+            raise RequestValidationError([{"type": "value_error", "loc": ("body", "passage"), "msg": message}])
+        record = Feedback(
+            **body.model_dump(),
+            document=passage.document,
+            page=request.app.state.asker.index.page_of(passage.doc_id, passage.start + body.start),
+            time=datetime.now(timezone.utc).replace(microsecond=0),
+        )
+        try:  # a thread: the append waits for its fsync (and for another request's append)
+            await run_in_threadpool(append_feedback, feedback_file, record, max_feedback_bytes)
+        except FeedbackFull as e:
+            return JSONResponse({"detail": str(e)}, status_code=507)
+        except OSError as e:
+            return JSONResponse({"detail": f"cannot store the feedback: {e.strerror or e}"}, status_code=507)
+        gold = record.gold
+        return FeedbackSaved(id=record.record_id, gold=None if gold is None else body.passage[gold[0] : gold[1]])
 
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
@@ -297,7 +368,7 @@ def create_app(run_dir: Path, asker: Asker | None = None, cfg: ServeConfig | Non
         app.add_api_route(url, _asset_endpoint(static.joinpath(name).read_bytes(), media_type, UI_HEADERS), include_in_schema=False)
     docs_csp = _add_docs(app)
     # add_middleware wraps what is there: the last one added sees a request first
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, paths={"/feedback": MAX_FEEDBACK_BODY_BYTES})
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts, www_redirect=False)
     app.add_middleware(SecurityHeaders, policies={"/": UI_CSP, "/docs": docs_csp})
     return app
@@ -347,10 +418,11 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
 
     sock = bind(host, port)
     try:
-        settings = RunFolder(Path(run_dir)).saved_config().serve
-        app = create_app(run_dir, asker=load_asker(Path(run_dir)), cfg=settings, host=host)
+        config = RunFolder(Path(run_dir)).saved_config()
+        settings = config.serve
+        app = create_app(run_dir, asker=load_asker(Path(run_dir)), cfg=settings, host=host, feedback=config.feedback)
         where = f"http://{url_host(host)}:{sock.getsockname()[1]}/"
-        console.print(f"[green]serving[/green] {run_dir} on {where}  (API: POST /ask, GET /health, /docs)")
+        console.print(f"[green]serving[/green] {run_dir} on {where}  (API: POST /ask, POST /feedback, GET /health, /docs)")
         if host in ANY_ADDRESS:
             console.print(f"requests must name one of serve.allowed_hosts: {', '.join(settings.allowed_hosts)} (others get 400)")
         uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])

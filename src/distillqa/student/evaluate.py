@@ -7,6 +7,13 @@ and each question's answers to `eval_predictions.json`:
 
     {id: {"question": str, "answers": [gold texts], "baseline": str, "distilled": str}}
 
+With corrections from the web UI (RUN/feedback.jsonl, `distillqa.student.feedback`), `eval.json`
+also scores their gold pairs, in reader mode, before and after (`score_feedback`):
+
+    "feedback": {"n": int, "before": {EM, F1 of the answers the users were shown},
+                 "after": {EM, F1 of the distilled student}, "questions": [{"id", "question",
+                 "gold", "shown", "distilled"}, ...]}
+
 `evaluate_file` scores any SQuAD v1.1 file in reader mode (question + gold paragraph) and can write
 `{id: answer text}`, the format of transformers' run_qa.py `eval_predictions.json`. Open mode
 (question alone, retrieval + reader) needs the passage index and lives in `app.ask`.
@@ -27,10 +34,12 @@ from distillqa.io import write_json
 from distillqa.layout import (
     EVAL,
     EVAL_PREDICTIONS,
+    FEEDBACK,
     STUDENT,
     VALIDATION,
     RunFolder,
 )
+from distillqa.student.feedback import feedback_examples, load_feedback
 from distillqa.student.metrics import score_examples
 from distillqa.student.ranking import AnswerRanker, CachedEncoder, SentenceEncoder
 from distillqa.student.reader import Reader, load_base_student, load_reader
@@ -123,26 +132,43 @@ def evaluate_file(
     return {**scores, "mode": "reader", "reader_runtime": reader.runtime}
 
 
+def score_feedback(reader: Reader, examples: list[dict], **predict_args: Any) -> dict:
+    """Before and after on the gold pairs of the web UI's corrections (`feedback_examples`):
+    the answers the users were shown, and `reader`'s, reading each question with its passage."""
+    shown = {e["id"]: e["shown"] for e in examples}
+    after, answers = score_reader(reader, examples, description="feedback", **predict_args)
+    rows = [
+        {"id": e["id"], "question": e["question"], "gold": e["answers"][0]["text"], "shown": e["shown"], "distilled": answers.get(e["id"], "")}
+        for e in examples
+    ]
+    return {"n": len(examples), "before": score_examples(examples, shown), "after": after, "questions": rows}
+
+
 def run_stage(run: RunFolder, cfg: Config) -> dict:
     """Score the untrained baseline and the distilled student on RUN/validation.json -> eval.json
-    (totals) and eval_predictions.json (each question's gold and both students' answers)."""
+    (totals) and eval_predictions.json (each question's gold and both students' answers); and the
+    distilled student on the corrections of RUN/feedback.jsonl, when there are any."""
     run.require(STUDENT, VALIDATION)
     examples = squad_examples(load_squad(run.path(VALIDATION)))
+    feedback = feedback_examples(load_feedback(run.path(FEEDBACK)))
     n = len(examples)
-    if n == 0:
-        note = "validation.json has no questions: nothing was scored"
-        write_json(run.path(EVAL), {"baseline": None, "distilled": None, "validation_questions": 0, "note": note})
-        write_json(run.path(EVAL_PREDICTIONS), {})
-        run.log.warning("evaluate: %s has no questions; skipped scoring", run.path(VALIDATION))
-        return {"validation_questions": 0}
-    window = {"max_length": cfg.train.max_length, "doc_stride": cfg.train.doc_stride}
-    model, tokenizer = load_base_student(cfg.train.student, cfg.train.seed)
     score = {
         "batch_size": cfg.train.eval_batch_size,
         "max_answer_length": cfg.train.max_answer_length,
         "quiet": run.quiet,
-        "ranker": load_ranker(cfg),
     }
+    if n == 0:
+        note = "validation.json has no questions: nothing was scored"
+        totals = {"baseline": None, "distilled": None, "validation_questions": 0, "note": note}
+        if feedback:
+            totals["feedback"] = score_feedback(load_reader(run.root, cfg.answer.reader_runtime), feedback, ranker=load_ranker(cfg), **score)
+        write_json(run.path(EVAL), totals)
+        write_json(run.path(EVAL_PREDICTIONS), {})
+        run.log.warning("evaluate: %s has no questions; skipped scoring", run.path(VALIDATION))
+        return {"validation_questions": 0, **_feedback_summary(totals)}
+    window = {"max_length": cfg.train.max_length, "doc_stride": cfg.train.doc_stride}
+    model, tokenizer = load_base_student(cfg.train.student, cfg.train.seed)
+    score["ranker"] = load_ranker(cfg)
     baseline, baseline_answers = score_reader(Reader(model, tokenizer, **window), examples, description="baseline", **score)
     reader = load_reader(run.root, cfg.answer.reader_runtime)
     distilled, distilled_answers = score_reader(reader, examples, description="distilled", **score)
@@ -156,7 +182,10 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
         for e in examples
     }
     write_json(run.path(EVAL_PREDICTIONS), per_question)
-    write_json(run.path(EVAL), {"baseline": baseline, "distilled": distilled, "validation_questions": n, "reader_runtime": reader.runtime})
+    totals = {"baseline": baseline, "distilled": distilled, "validation_questions": n, "reader_runtime": reader.runtime}
+    if feedback:
+        totals["feedback"] = score_feedback(reader, feedback, **score)
+    write_json(run.path(EVAL), totals)
     return {
         "validation_questions": n,
         "baseline_exact_match": round(baseline["exact_match"], 2),
@@ -165,4 +194,13 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
         "distilled_f1": round(distilled["f1"], 2),
         "ms_per_question": distilled["ms_per_question"],
         "reader_runtime": reader.runtime,
+        **_feedback_summary(totals),
     }
+
+
+def _feedback_summary(totals: dict) -> dict:
+    """The stage summary's part for the corrections: their count and F1 before and after."""
+    scored = totals.get("feedback")
+    if scored is None:
+        return {}
+    return {"feedback_pairs": scored["n"], "feedback_f1_before": round(scored["before"]["f1"], 2), "feedback_f1_after": round(scored["after"]["f1"], 2)}

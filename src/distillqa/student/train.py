@@ -7,6 +7,13 @@ every epoch the model reads the validation questions with the real `Reader` and 
 the official SQuAD EM/F1; the epoch with the best F1 is kept. With no validation questions the
 last epoch is kept.
 
+Corrections people made in the web UI (RUN/feedback.jsonl, `distillqa.student.feedback`) join the
+training set as gold pairs, never the validation set: scoring the student on what it was just
+taught would say nothing. Each counts `feedback.weight` times, as that many copies: a handful of
+corrections among thousands of generated pairs would otherwise barely move the model, and copies
+weight them inside the Trainer's own loss and shuffling (each copy is another draw, every window
+of it included) with no custom loss, the same on one process or several.
+
 `RUN/student/` ends up holding only the final model: weights (safetensors), config, tokenizer,
 `README.md` (a model card with data statistics, settings and scores) and `training_log.json`:
 
@@ -47,10 +54,11 @@ from distillqa.config import Config, TrainConfig
 from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.errors import DistillqaError
 from distillqa.io import atomic_dir
-from distillqa.layout import STUDENT, TRAIN, VALIDATION, RunFolder
+from distillqa.layout import FEEDBACK, STUDENT, TRAIN, VALIDATION, RunFolder
 from distillqa.models import cuda_precision
 from distillqa.runtime import launch_world_size
 from distillqa.student.evaluate import predict
+from distillqa.student.feedback import feedback_examples, load_feedback
 from distillqa.student.features import prepare_eval_features, prepare_train_features
 from distillqa.student.metrics import score_examples
 from distillqa.student.reader import Reader, load_base_student, quiet_transformers, save_window
@@ -137,6 +145,11 @@ def _model_card(base_model: str, stats: dict[str, int], cfg: TrainConfig, traini
         f"| train | {stats['train_questions']} | {stats['train_windows']} |",
         f"| validation | {stats['validation_questions']} | {stats['validation_windows']} |",
         "",
+        *(
+            [f"Train also holds {stats['feedback_pairs']} corrections made in the web UI, {stats['feedback_copies']} copies of each.", ""]
+            if stats["feedback_pairs"]
+            else []
+        ),
         f"Windows are {cfg.max_length} tokens with a {cfg.doc_stride}-token stride; a question can need several.",
         "",
         "## Training",
@@ -202,9 +215,20 @@ def per_process_batch(batch_size: int) -> int:
     return max(1, batch_size // world)
 
 
-def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg: TrainConfig, quiet: bool = False) -> dict:
-    """Fine-tune the student and save the best model to `output_dir`. Returns the stage summary."""
-    train_examples = squad_examples(load_squad(train_file))
+def train_reader(
+    train_file: Path,
+    validation_file: Path,
+    output_dir: Path,
+    cfg: TrainConfig,
+    quiet: bool = False,
+    feedback: list[dict] | None = None,
+    feedback_copies: int = 1,
+) -> dict:
+    """Fine-tune the student and save the best model to `output_dir`. Returns the stage summary.
+    `feedback`: gold pairs (`feedback_examples`) trained on as `feedback_copies` copies each."""
+    feedback = feedback or []
+    generated = squad_examples(load_squad(train_file))
+    train_examples = generated + [e for e in feedback for _ in range(feedback_copies)]
     if not train_examples:
         raise DistillqaError(f"{train_file}: no training questions; see dataset_summary.json for why pairs were dropped")
     validation = squad_examples(load_squad(validation_file))
@@ -212,7 +236,9 @@ def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg:
     base_model = cfg.student or "all-MiniLM-L6-v2 (bundled)"
     features = prepare_train_features(train_examples, tokenizer, cfg.max_length, cfg.doc_stride)
     stats = {
-        "train_questions": len(train_examples),
+        "train_questions": len(generated),
+        "feedback_pairs": len(feedback),
+        "feedback_copies": feedback_copies,
         "train_windows": len(features),
         "validation_questions": len(validation),
         "validation_windows": len(
@@ -242,7 +268,10 @@ def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg:
     if main:
         shutil.rmtree(work, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()  # no process starts before the old checkpoints are gone
-    log.info("train: %d questions (%d windows), %s epochs, %s on %s", stats["train_questions"], stats["train_windows"], cfg.epochs, precision, args.device)
+    log.info(
+        "train: %d questions + %d feedback pairs x %d (%d windows), %s epochs, %s on %s",
+        stats["train_questions"], stats["feedback_pairs"], feedback_copies, stats["train_windows"], cfg.epochs, precision, args.device,
+    )
     try:
         with quiet_transformers():  # the Trainer's own bar stays; checkpoint-writing bars go
             started = time.time()
@@ -264,6 +293,7 @@ def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg:
             shutil.rmtree(work, ignore_errors=True)
     return {
         "train_questions": stats["train_questions"],
+        "feedback_pairs": stats["feedback_pairs"],
         "train_windows": stats["train_windows"],
         "epochs": cfg.epochs,
         "seconds": round(seconds, 1),
@@ -273,6 +303,10 @@ def train_reader(train_file: Path, validation_file: Path, output_dir: Path, cfg:
 
 
 def run_stage(run: RunFolder, cfg: Config) -> dict:
-    """The `train` stage: RUN/train.json + RUN/validation.json -> RUN/student/."""
+    """The `train` stage: RUN/train.json + RUN/validation.json (+ RUN/feedback.jsonl) -> RUN/student/."""
     run.require(TRAIN, VALIDATION)
-    return train_reader(run.path(TRAIN), run.path(VALIDATION), run.path(STUDENT), cfg.train, quiet=run.quiet)
+    feedback = feedback_examples(load_feedback(run.path(FEEDBACK))) if cfg.feedback.weight else []
+    return train_reader(
+        run.path(TRAIN), run.path(VALIDATION), run.path(STUDENT), cfg.train, quiet=run.quiet,
+        feedback=feedback, feedback_copies=cfg.feedback.weight,
+    )
