@@ -16,7 +16,6 @@
   const results = document.getElementById("results");
   const status = document.getElementById("status");
   const LIKELY_RIGHT = 0.7; // distillqa.records.LIKELY_RIGHT
-  const NOT_FOUND_BELOW = 0.5; // answer.not_found_below's default, for a response without it
   // The answers being corrected: each one's update, called when the selection changes.
   const correcting = new Set();
 
@@ -62,14 +61,14 @@
   // How likely the answer is to be right, in words and colour, the percentage small beside it
   // (distillqa.records.confidence_words says the same). None from a server without confidence.
   function confidenceNode(answer, notFoundBelow) {
-    if (typeof answer.confidence !== "number") return null;
-    const below = typeof notFoundBelow === "number" ? notFoundBelow : NOT_FOUND_BELOW;
+    // both come with every answer of this server; an older one sends neither
+    if (typeof answer.confidence !== "number" || typeof notFoundBelow !== "number") return null;
     let words = "unlikely";
     let level = "low";
-    if (answer.confidence >= Math.max(LIKELY_RIGHT, below)) {
+    if (answer.confidence >= Math.max(LIKELY_RIGHT, notFoundBelow)) {
       words = "likely right";
       level = "high";
-    } else if (answer.confidence >= below) {
+    } else if (answer.confidence >= notFoundBelow) {
       words = "may be right";
       level = "medium";
     }
@@ -194,8 +193,8 @@
     const head = el("div", "answer-head");
     const meta = el("span", "answer-meta");
     const confidence = confidenceNode(answer, notFoundBelow);
-    if (confidence) meta.append(confidence);
-    meta.append(el("span", "score", `score ${answer.score.toFixed(3)}`));
+    // words and colour; the bare ranking score only from an older server without confidence
+    meta.append(confidence || el("span", "score", `score ${answer.score.toFixed(3)}`));
     head.append(el("span", "answer-text", answer.answer), meta);
     const passage = passageNode(answer);
     item.append(head, el("div", "citation", citation(answer)), passage, feedbackNode(answer, question, passage));
