@@ -2,6 +2,7 @@
 with each question's verdict, and the Asker's confidences taken from it."""
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_answers_carry_the_calibrated_confidence(calibrated: Path):
         assert a["confidence"] == pytest.approx(context(a["score"]), abs=1e-3)
 
 
-def test_too_few_questions_leave_the_score_as_confidence(small_run: Path, tmp_path: Path):
+def test_too_few_questions_leave_the_score_as_confidence(small_run: Path, tmp_path: Path, caplog):
     root = tmp_path / "run"
     shutil.copytree(small_run, root)
     (root / "validation.json").write_text(json.dumps(_validation()))
@@ -81,3 +82,8 @@ def test_too_few_questions_leave_the_score_as_confidence(small_run: Path, tmp_pa
     assert data["open"]["calibrator"]["method"] == "none" and data["open"]["ece"] is None
     a = Asker(root).ask("Who built the harbour light?", top_k=1)[0]
     assert a["confidence"] == pytest.approx(a["score"], abs=1e-4)
+    # recalibrating after a retrain replaces the old file without warning that it is stale
+    (root / "calibration.json").write_text(json.dumps({**data, "student_sha256": "an earlier student"}))
+    with caplog.at_level(logging.WARNING, logger="distillqa"):
+        run_stage(run, run.config())
+    assert "earlier student" not in caplog.text

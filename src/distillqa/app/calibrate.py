@@ -24,7 +24,7 @@ from distillqa.console import track
 from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.io import write_json
 from distillqa.layout import CALIBRATION, INDEX, STUDENT, VALIDATION, RunFolder
-from distillqa.student.calibration import RIGHT_F1, calibration_summary, is_right, trained_student_sha256
+from distillqa.student.calibration import RIGHT_F1, Calibrator, calibration_summary, is_right, trained_student_sha256
 
 
 def open_answers(asker: Asker, examples: list[dict], batch_size: int, quiet: bool = True) -> list[tuple[str, float]]:
@@ -69,7 +69,7 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
     """RUN/validation.json + student/ + index/ -> RUN/calibration.json."""
     run.require(STUDENT, VALIDATION, INDEX)
     examples = [e for e in squad_examples(load_squad(run.path(VALIDATION))) if e["question"].strip()]
-    asker = Asker(run.root, cfg=cfg)
+    asker = Asker(run.root, cfg=cfg, calibrator=Calibrator())  # scores only: the run's old calibration is being replaced
     batch = cfg.train.eval_batch_size
     minimum = cfg.answer.calibration_min_questions
     result = {

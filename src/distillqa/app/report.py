@@ -213,7 +213,7 @@ def _corrections_section(feedback: dict | None, limit: int = CORRECTIONS) -> lis
         "## Corrections",
         "",
         (
-            f"{feedback['n']} questions people judged in the web UI (`distillqa feedback RUN` lists them), each read"
+            f"{feedback['n']} question{'s' if feedback['n'] != 1 else ''} people judged in the web UI (`distillqa feedback RUN` lists them), each read"
             " with its passage. Before: the answer they were shown; after: the distilled student's. The student"
             " was trained on them (`feedback.weight` copies each): this says whether it learned them, not how it"
             " does on new questions."
