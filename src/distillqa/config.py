@@ -142,9 +142,14 @@ class TeacherConfig(_Section):
     max_new_tokens: int = Field(384, ge=8)
     seed: int = 0
 
+    @property
+    def servers(self) -> list[str]:
+        """`base_url` as a list: none, one server, or several."""
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url or [])
+
     @model_validator(mode="after")
     def _distinct_servers(self) -> "TeacherConfig":
-        urls = [self.base_url] if isinstance(self.base_url, str) else self.base_url or []
+        urls = self.servers
         if isinstance(self.base_url, list) and not urls:
             raise ValueError("base_url is an empty list: give one server URL or several")
         if len({u.rstrip("/") for u in urls}) < len(urls):

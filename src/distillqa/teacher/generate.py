@@ -205,7 +205,7 @@ def _pair(question: str, cand: Candidate, route: str) -> dict:
 
 def wave_size(cfg: Config) -> int:
     """Requests per teacher call: enough to fill a batch, or every server's slots twice over."""
-    servers = len(cfg.teacher.base_url) if isinstance(cfg.teacher.base_url, list) else 1
+    servers = max(1, len(cfg.teacher.servers))  # no base_url: an in-process backend
     return cfg.generate.wave_requests or 2 * max(cfg.teacher.batch_size, cfg.teacher.concurrency * servers)
 
 

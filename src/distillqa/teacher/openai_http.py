@@ -95,8 +95,7 @@ class OpenAITeacher:
     down_s = 60.0  # how long a failed server gets no requests (a restarted server then rejoins)
 
     def __init__(self, cfg: TeacherConfig):
-        urls = [cfg.base_url] if isinstance(cfg.base_url, str) else list(cfg.base_url or [])
-        if not urls:
+        if not cfg.servers:
             raise DistillqaError(
                 "teacher.base_url is required for the openai backend, e.g. http://127.0.0.1:8000/v1 (vLLM) "
                 "or http://127.0.0.1:11434/v1 (Ollama), or a list of servers serving the same model"
@@ -107,7 +106,7 @@ class OpenAITeacher:
         api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self.servers = [Server(url, headers, cfg) for url in urls]
+        self.servers = [Server(url, headers, cfg) for url in cfg.servers]
         self._changed = threading.Condition()  # guards the servers' in_flight, answered and down state
         self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency * len(self.servers), thread_name_prefix="teacher-http")
         try:
