@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -39,6 +39,12 @@ def track(items: Iterable[T], total: int, description: str, quiet: bool) -> Iter
         for item in items:
             yield item
             progress.advance(task)
+
+
+def track_batches(items: Sequence[T], size: int, description: str, quiet: bool) -> Iterator[Sequence[T]]:
+    """`items` `size` at a time (the last batch may be shorter), with a progress bar per batch."""
+    batches = [items[i : i + size] for i in range(0, len(items), size)]
+    return track(batches, len(batches), description, quiet)
 
 
 def print_summary(stage: str, summary: dict) -> None:

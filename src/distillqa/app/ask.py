@@ -361,16 +361,15 @@ def ask_batch(run_dir: Path, questions_file: Path, output: Path | None, top_k: i
     import io
     import sys
 
-    from distillqa.console import track
+    from distillqa.console import track_batches
     from distillqa.io import atomic_open
 
     if output is not None and (output.is_dir() or output.suffix not in (".jsonl", ".csv")):
         raise DistillqaError(f"{output}: --output must be a file ending in .jsonl or .csv")
     questions = read_questions(questions_file)  # a bad file fails before the models load
     asker = Asker(run_dir)
-    batches = [questions[i : i + batch_size] for i in range(0, len(questions), batch_size)]
     results = []
-    for batch in track(batches, len(batches), "questions", quiet=output is None):
+    for batch in track_batches(questions, batch_size, "questions", quiet=output is None):
         for q, answers in zip(batch, asker.ask_many([q["question"] for q in batch], [top_k] * len(batch))):
             results.append({**q, **ask_result(answers, asker.not_found_below)})
     text = io.StringIO()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from distillqa.app.ask import Asker
 from distillqa.config import Config
-from distillqa.console import track
+from distillqa.console import track_batches
 from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.io import write_json
 from distillqa.layout import CALIBRATION, INDEX, STUDENT, VALIDATION, RunFolder
@@ -31,8 +31,7 @@ def open_answers(asker: Asker, examples: list[dict], batch_size: int, quiet: boo
     """(best answer, its score) per example, the question asked alone over the index; ("", 0.0)
     when nothing is found."""
     out = []
-    batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
-    for batch in track(batches, len(batches), "calibrate: questions alone", quiet):
+    for batch in track_batches(examples, batch_size, "calibrate: questions alone", quiet):
         for answers in asker.ask_many([e["question"] for e in batch], [1] * len(batch)):
             out.append((answers[0]["answer"], answers[0]["score"]) if answers else ("", 0.0))
     return out
@@ -42,8 +41,7 @@ def context_answers(asker: Asker, examples: list[dict], batch_size: int, quiet: 
     """(best answer, its score) per example, read in its own passage and ranked as `ask
     --context` ranks (the first non-blank span of the ranker's order)."""
     out = []
-    batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
-    for batch in track(batches, len(batches), "calibrate: with the passage", quiet):
+    for batch in track_batches(examples, batch_size, "calibrate: with the passage", quiet):
         questions, contexts = [e["question"] for e in batch], [e["context"] for e in batch]
         spans = asker.reader.answer(questions, contexts, top_k=asker.ranker.cfg.n_best, batch_size=batch_size)
         for q, c, found in zip(questions, contexts, spans):

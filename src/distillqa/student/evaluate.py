@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 from distillqa.config import Config, TrainConfig
-from distillqa.console import track
+from distillqa.console import track_batches
 from distillqa.dataset.squad import load_squad, squad_examples
 from distillqa.errors import DistillqaError
 from distillqa.io import write_json
@@ -62,8 +62,7 @@ def predict(
     predictions: dict[str, str] = {}
     top_k = ranker.cfg.n_best if ranker is not None else 1
     started = time.perf_counter()
-    batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
-    for batch in track(batches, len(batches), description, quiet):
+    for batch in track_batches(examples, batch_size, description, quiet):
         questions, contexts = [e["question"] for e in batch], [e["context"] for e in batch]
         found = reader.answer(questions, contexts, top_k=top_k, max_answer_length=max_answer_length, batch_size=batch_size)
         if ranker is not None:
