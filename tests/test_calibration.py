@@ -104,7 +104,8 @@ def _run_with_calibration(root: Path, fitted_for: str, trained: str) -> Path:
 def test_load_calibrator_only_for_the_student_it_was_fitted_for(tmp_path: Path, caplog):
     current = load_calibrator(_run_with_calibration(tmp_path / "a", "abc", "abc"), "open")
     assert current.method == "platt" and current(1.0) == pytest.approx(1 / (1 + math.exp(-1)))
-    assert load_calibrator(tmp_path / "a", "open", (0.5, 0.0))(1.0) == pytest.approx(1 / (1 + math.exp(-0.5)))
+    corrections = {"open": (0.5, 0.0), "context": (2.0, 0.0)}
+    assert load_calibrator(tmp_path / "a", "open", corrections)(1.0) == pytest.approx(1 / (1 + math.exp(-0.5)))
     with caplog.at_level(logging.WARNING, logger="distillqa"):
         stale = load_calibrator(_run_with_calibration(tmp_path / "b", "abc", "def"), "context")
     assert stale.method == "none" and "earlier student" in caplog.text

@@ -165,8 +165,7 @@ class Asker:
         self.retrieval = cfg.retrieval
         self.not_found_below = cfg.answer.not_found_below
         if calibrator is None:
-            people = (cfg.answer.people_correction or {}).get("open")
-            calibrator = load_calibrator(self.run_dir, "open", people) if model_dir is None else Calibrator()
+            calibrator = load_calibrator(self.run_dir, "open", cfg.answer.people_correction) if model_dir is None else Calibrator()
         self.calibrator = calibrator
         # questions (for the search) and sentences (for the ranker) are embedded by the index's
         # query encoder, loaded on first use, and remembered: the ranker re-embeds the question
@@ -267,7 +266,7 @@ def read_context(target: Path, question: str, context: str, top_k: int = 3) -> l
     spans = reader.answer([question], [context], top_k=max(top_k, ranker.cfg.n_best))[0]
     ranked = ranker.rank(question, [context], [spans])
     candidates = [_Ranked(r.score, r.answer, "", r.answer.start, r.answer.end, None, context) for r in ranked]
-    calibrator = load_calibrator(Path(target), "context", (cfg.answer.people_correction or {}).get("context"))  # unfitted for a model folder
+    calibrator = load_calibrator(Path(target), "context", cfg.answer.people_correction)  # unfitted for a model folder
     return [c.record(None, calibrator) for c in dedupe(candidates, top_k)]
 
 

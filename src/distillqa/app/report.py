@@ -299,9 +299,10 @@ def run_stage(run: RunFolder, cfg: Config) -> dict:
     log_path = run.path(STUDENT) / "training_log.json"
     curve = log_path.exists() and plot_training_curve(read_json(log_path), run.path(CURVE))
     report["training_curve"] = CURVE if curve else None
+    report["reliability_diagram"] = None
     if report["calibration"] is not None:
         plot_reliability(report["calibration"], run.path(RELIABILITY))
-    report["reliability_diagram"] = RELIABILITY if report["calibration"] is not None else None
+        report["reliability_diagram"] = RELIABILITY
     write_json(run.path(REPORT_JSON), report)
     with atomic_open(run.path(REPORT_MD)) as f:
         f.write(render_markdown(report, bool(curve)))

@@ -154,10 +154,10 @@ def trained_student_sha256(run_dir: Path) -> str | None:
     return read_json(manifest).get("stages", {}).get("train", {}).get("outputs", {}).get(STUDENT, {}).get("sha256")
 
 
-def load_calibrator(run_dir: Path, mode: str, people: tuple[float, float] | None = None) -> Calibrator:
+def load_calibrator(run_dir: Path, mode: str, corrections: dict[str, tuple[float, float]] | None = None) -> Calibrator:
     """The run's calibrator for `mode` ("open": question alone; "context": a given passage), with
-    the `people` correction (`answer.people_correction[mode]`). Unfitted when the run has no
-    calibration.json, or has one fitted for an earlier student."""
+    that mode's correction of `corrections` (`answer.people_correction`). Unfitted when the run has
+    no calibration.json, or has one fitted for an earlier student."""
     path = Path(run_dir) / CALIBRATION
     if not path.is_file():
         return Calibrator()
@@ -165,4 +165,4 @@ def load_calibrator(run_dir: Path, mode: str, people: tuple[float, float] | None
     if data.get("student_sha256") != trained_student_sha256(Path(run_dir)):
         log.warning("%s was fitted for an earlier student: confidences are raw scores until `distillqa calibrate %s`", path, run_dir)
         return Calibrator()
-    return Calibrator.model_validate({**data[mode]["calibrator"], "people": people})
+    return Calibrator.model_validate({**data[mode]["calibrator"], "people": (corrections or {}).get(mode)})
