@@ -12,12 +12,13 @@ The run's own questions are far easier than people's, so the confidence they giv
 people's questions. `--analyse RESULTS.json` fits the correction `answer.people_correction` (a
 Platt fit of the human questions' verdicts on the log-odds of their confidence, per way of
 asking) and measures it honestly, leaving one article out: the correction fitted on two articles
-is scored on the third. It prints the pooled held-out ECE, the share of questions called found
-and how often those (and the others) were right per threshold, and the fit on all three
-articles, the shipped default.
+is scored on the third. Per seed (one results file each), it takes the held-out ECE, the share
+of questions called found and how often those (and the others) were right per threshold, and
+prints their mean and range over the seeds; then the fit on every article of every seed, the
+shipped default.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/calibration.py --work runs/devset --variant defaults --seed 42 --json R.json
-    .venv/bin/python benchmarks/calibration.py --analyse R.json
+    .venv/bin/python benchmarks/calibration.py --analyse R42.json R43.json
 """
 
 from __future__ import annotations
@@ -82,29 +83,44 @@ def _as_score(confidence: float) -> float:
     return confidence / (1 - confidence)
 
 
-def analyse(results: dict) -> None:
-    """The people's-question correction, left-one-article-out, and fitted on all articles."""
+def held_out(results: dict, way: str) -> tuple[list[float], list[bool], list[float]]:
+    """One seed's human questions, each corrected by the fit on the other articles: (corrected
+    confidences, verdicts, uncorrected confidences)."""
     articles = [a for a in ARTICLES if a in results]
+    conf, right, before = [], [], []
+    for held in articles:
+        train = [r for a in articles if a != held for r in results[a][way]["human_questions"]]
+        fit = fit_platt([_as_score(r["confidence"]) for r in train], [r["right"] for r in train])
+        test = results[held][way]["human_questions"]
+        conf += [fit(_as_score(r["confidence"])) for r in test]
+        right += [r["right"] for r in test]
+        before += [r["confidence"] for r in test]
+    return conf, right, before
+
+
+def _spread(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    """Mean and range over seeds."""
+    values = [scale * v for v in values]
+    return f"{statistics.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def analyse(seeds: list[dict]) -> None:
+    """The people's-question correction, left-one-article-out per seed (mean and range over the
+    seeds), and fitted on every article of every seed (the default)."""
     for way in ("open", "context"):
-        held_conf, held_right = [], []
-        for held in articles:
-            train = [r for a in articles if a != held for r in results[a][way]["human_questions"]]
-            fit = fit_platt([_as_score(r["confidence"]) for r in train], [r["right"] for r in train])
-            test = results[held][way]["human_questions"]
-            held_conf += [fit(_as_score(r["confidence"])) for r in test]
-            held_right += [r["right"] for r in test]
-            print(f"{way} {held}: correction fitted on the others: scale {fit.a:.3f} offset {fit.b:.3f}")
-        before = [r["confidence"] for a in articles for r in results[a][way]["human_questions"]]
-        print(f"{way}: held-out ECE {expected_calibration_error(held_conf, held_right):.3f} "
-              f"(uncorrected {expected_calibration_error(before, held_right):.3f}); AUROC {auroc(held_conf, held_right):.3f}")
+        rows = [held_out(results, way) for results in seeds]
+        print(f"{way}: held-out ECE {_spread([expected_calibration_error(c, r) for c, r, _ in rows])}, "
+              f"uncorrected {_spread([expected_calibration_error(b, r) for _, r, b in rows])}; "
+              f"AUROC {_spread([auroc(c, r) for c, r, _ in rows])} over {len(seeds)} seeds")
         for t in ANALYSIS_THRESHOLDS:
-            found = [r for c, r in zip(held_conf, held_right) if c >= t]
-            rest = [r for c, r in zip(held_conf, held_right) if c < t]
-            share = lambda rows: f"{100 * statistics.mean(rows):.0f}%" if rows else "-"  # noqa: E731
-            print(f"  not_found_below {t}: found {100 * len(found) / len(held_right):.0f}%, right when found {share(found)}, right when not {share(rest)}")
-        everything = [r for a in articles for r in results[a][way]["human_questions"]]
+            found = [100 * sum(x >= t for x in c) / len(c) for c, _, _ in rows]
+            right_found = [statistics.mean([y for x, y in zip(c, r) if x >= t] or [float("nan")]) for c, r, _ in rows]
+            right_rest = [statistics.mean([y for x, y in zip(c, r) if x < t] or [float("nan")]) for c, r, _ in rows]
+            print(f"  not_found_below {t}: found {_spread(found, digits=0)}%, right when found "
+                  f"{_spread(right_found, 100, 0)}%, right when not {_spread(right_rest, 100, 0)}%")
+        everything = [r for results in seeds for a in ARTICLES if a in results for r in results[a][way]["human_questions"]]
         fit = fit_platt([_as_score(r["confidence"]) for r in everything], [r["right"] for r in everything])
-        print(f"{way}: fitted on all articles (the default): ({fit.a:.3f}, {fit.b:.3f})")
+        print(f"{way}: fitted on every article and seed (the default): ({fit.a:.3f}, {fit.b:.3f})")
 
 
 def main() -> None:
@@ -113,10 +129,10 @@ def main() -> None:
     parser.add_argument("--variant", default="defaults")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, help="Also write the results here.")
-    parser.add_argument("--analyse", type=Path, help="Fit and score the people's-question correction on these results.")
+    parser.add_argument("--analyse", type=Path, nargs="+", help="Fit and score the people's-question correction on these results (one file per seed).")
     args = parser.parse_args()
     if args.analyse:
-        analyse(json.loads(args.analyse.read_text()))
+        analyse([json.loads(path.read_text()) for path in args.analyse])
         return
     cfg = Config()
     results: dict = {}
